@@ -1,0 +1,44 @@
+// Reverse-mode autograd over the static graph. backward(g, loss) walks the forward nodes in reverse and
+// appends gradient nodes. A value read by k nodes gets k contributions: the first overwrites its gradient
+// buffer, the rest accumulate (accumulate flag, like cuBLAS beta 0/1), so nothing needs zeroing.
+// Parameter gradients always accumulate (across micro-batches); the optimizer zeroes them.
+#pragma once
+#include <any>
+#include <string>
+#include <vector>
+
+#include "nn/graph.h"
+
+namespace ctdet {
+
+class GradBuilder {
+ public:
+  GradBuilder(Graph& g, int fwd_node, std::vector<char>& written) : g_(g), idx_(fwd_node), written_(written) {}
+
+  Graph& graph() { return g_; }
+  const Node& fwd() const { return g_.node(idx_); }
+  ValueId in(size_t i) const { return fwd().inputs[i]; }
+  ValueId out(size_t i = 0) const { return fwd().outputs[i]; }
+  // Gradient of forward output i (kNoValue when nothing flows back into it).
+  ValueId grad_out(size_t i = 0) const;
+  // Whether forward input i wants a gradient.
+  bool needs_grad(size_t i) const { return g_.value(in(i)).requires_grad; }
+
+  // Appends a node of kind `op` whose single output is a contribution to the gradient of forward input
+  // `target` (overwrite on the first contribution, accumulate after; always accumulate for parameters).
+  void contribute(size_t target, const std::string& op, const std::vector<ValueId>& inputs, std::any attrs = {});
+  // Appends a backward-side node producing a fresh intermediate value; returns it.
+  ValueId temp(const std::string& op, const std::string& suffix, const std::vector<ValueId>& inputs,
+               const Shape& shape, DType dtype, std::any attrs = {});
+
+ private:
+  Graph& g_;
+  int idx_;
+  std::vector<char>& written_;  // per value id: has its gradient buffer been written yet
+};
+
+// Appends the backward pass for a scalar loss (shape (1)). Returns the id of d(loss)/d(loss) (seeded 1).
+// After it, g.value(v).grad names each value's gradient (parameters: a ParamGradient value).
+ValueId backward(Graph& g, ValueId loss);
+
+}  // namespace ctdet

@@ -1,0 +1,102 @@
+// The memory planner: liveness over the whole forward+backward schedule, in-place reuse, two placement
+// heuristics (best-fit sweep with coalescing, greedy-by-size over interval conflicts) keeping the smaller
+// peak, overlap verification, a named report, and a budget with degradation (DESIGN.md, Memory planner).
+#pragma once
+#include <cstddef>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "nn/graph.h"
+
+namespace ctdet {
+
+struct CudaContext;
+
+// One block the planner places: live from node `first` to node `last`, inclusive.
+struct BufferReq {
+  size_t bytes = 0;
+  int first = 0;
+  int last = 0;
+};
+
+struct Placement {
+  std::vector<size_t> offset;  // per buffer
+  size_t peak = 0;             // bytes from 0 to the end of the highest buffer
+};
+
+size_t align_up(size_t x, size_t a);
+// Sweep in schedule order with a best-fit free list whose neighbours coalesce.
+Placement place_best_fit_sweep(const std::vector<BufferReq>& bufs, size_t alignment);
+// Largest first; each at the lowest offset that fits between the buffers it overlaps in time.
+Placement place_greedy_by_size(const std::vector<BufferReq>& bufs, size_t alignment);
+// The largest sum of (aligned) live bytes at any node: no placement can beat it. *at_node gets that node.
+size_t live_lower_bound(const std::vector<BufferReq>& bufs, size_t alignment, int* at_node = nullptr);
+// Empty when no two buffers live at the same time overlap in memory; otherwise a description of one pair.
+std::string find_overlap(const std::vector<BufferReq>& bufs, const std::vector<size_t>& offset);
+
+struct PlanOptions {
+  Device device = Device::CPU;
+  CudaContext* cuda = nullptr;        // for cuDNN workspace queries (may be null)
+  size_t workspace_cap = size_t(256) << 20;
+  size_t alignment = 256;
+  bool inplace = true;
+  bool verify = true;                 // run the overlap check (cheap; on by default)
+};
+
+struct MemoryPlan {
+  // Per value: byte offset into the arena, or -1 when the value is not planned (parameters, their gradients).
+  std::vector<int64_t> value_offset;
+  std::vector<int> value_buffer;       // buffer index per planned value (-1 otherwise)
+  std::vector<int> value_last_use;     // last node reading or writing the value (-1 when none)
+  std::vector<int64_t> node_ws_offset; // per node: workspace offset (-1 when none)
+  std::vector<size_t> node_ws_bytes;
+  std::vector<BufferReq> buffers;
+  std::vector<std::string> buffer_names;
+  std::vector<size_t> buffer_offset;
+
+  size_t arena_bytes = 0;     // the planned peak
+  size_t no_reuse_bytes = 0;  // every buffer its own memory
+  size_t lower_bound = 0;     // largest live sum at a node
+  int lower_bound_node = -1;
+  std::string heuristic;      // which placement won
+  size_t sweep_peak = 0, greedy_peak = 0;
+  int inplace_reuses = 0;
+  size_t workspace_cap = 0;
+  size_t max_workspace = 0;
+  size_t param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0;
+
+  size_t total_bytes() const { return arena_bytes + param_bytes + grad_bytes + optimizer_bytes; }
+  // The human-readable report: totals, and the largest values live at the peak node by name.
+  std::string report(const Graph& g, int top = 10) const;
+};
+
+MemoryPlan plan_memory(const Graph& g, const PlanOptions& opt);
+
+// Plans within `budget` bytes (parameters, gradients, optimizer state and arena together), degrading in
+// DESIGN.md's order: a smaller workspace cap, then recomputation of cheap activations in backward.
+// If nothing fits, throws ctdet::Error before anything runs, with the report of the smallest plan found.
+// The graph may be rewritten (recomputation nodes appended to the backward part).
+MemoryPlan plan_with_budget(Graph& g, PlanOptions opt, size_t budget, std::string* log = nullptr);
+
+// Rewrites backward readers of cheap forward activations (relu, scale, add...) to read a recomputed copy
+// made just before the first backward use. Returns the number of recomputed values.
+int apply_recompute(Graph& g);
+
+// "1.50 GiB" style formatting.
+std::string format_bytes(size_t b);
+// Parses "8GiB", "512MiB", "3.5G", "1000000" into bytes; throws naming the text on bad input.
+size_t parse_bytes(const std::string& s);
+
+// Plans cached per key (shape bucket, batch, train/infer): plan once, replay.
+class PlanCache {
+ public:
+  const MemoryPlan* find(const std::string& key) const;
+  const MemoryPlan& put(const std::string& key, MemoryPlan p);
+  size_t size() const { return plans_.size(); }
+
+ private:
+  std::map<std::string, MemoryPlan> plans_;
+};
+
+}  // namespace ctdet
