@@ -1,0 +1,126 @@
+// CPU reference for kernels/pool.h.
+#include "kernels/pool.h"
+
+#include "kernels/elementwise_math.h"
+#include "nn/error.h"
+
+namespace ctdet {
+
+static const char* pool_name(const Pool2dParams& p) {
+  return p.kind == PoolKind::Max ? "max_pool2d" : "avg_pool2d";
+}
+
+void validate_pool2d(const Pool2dParams& p) {
+  const char* op = pool_name(p);
+  CTDET_CHECK(p.N >= 0 && p.C >= 0 && p.H > 0 && p.W > 0, op, ": bad input shape N=", p.N, " C=", p.C, " H=", p.H,
+              " W=", p.W);
+  CTDET_CHECK(p.kh > 0 && p.kw > 0, op, ": kernel must be > 0, got ", p.kh, "x", p.kw);
+  CTDET_CHECK(p.sh > 0 && p.sw > 0, op, ": stride must be > 0, got ", p.sh, "x", p.sw);
+  if (p.padding == PoolPadding::Explicit) {
+    CTDET_CHECK(p.pad_h >= 0 && p.pad_w >= 0, op, ": padding must be >= 0, got ", p.pad_h, "x", p.pad_w);
+    CTDET_CHECK(p.pad_h < p.kh && p.pad_w < p.kw, op, ": padding ", p.pad_h, "x", p.pad_w,
+                " must be smaller than the kernel ", p.kh, "x", p.kw);
+  }
+  int64_t P, Q;
+  if (p.padding == PoolPadding::Explicit) {
+    P = (p.H + 2 * p.pad_h - p.kh) / p.sh + 1;
+    Q = (p.W + 2 * p.pad_w - p.kw) / p.sw + 1;
+    if (p.H + 2 * p.pad_h < p.kh) P = 0;
+    if (p.W + 2 * p.pad_w < p.kw) Q = 0;
+  } else {
+    P = (p.H + p.sh - 1) / p.sh;
+    Q = (p.W + p.sw - 1) / p.sw;
+  }
+  CTDET_CHECK(P > 0 && Q > 0, op, ": output size ", P, "x", Q, " <= 0 for input ", p.H, "x", p.W, ", kernel ", p.kh,
+              "x", p.kw, ", stride ", p.sh, "x", p.sw);
+}
+
+PoolGeom pool2d_geometry(const Pool2dParams& p) {
+  validate_pool2d(p);
+  PoolGeom g{};
+  g.kind = p.kind == PoolKind::Max ? 0 : 1;
+  g.N = p.N;
+  g.C = p.C;
+  g.H = p.H;
+  g.W = p.W;
+  g.kh = p.kh;
+  g.kw = p.kw;
+  g.sh = p.sh;
+  g.sw = p.sw;
+  g.include_pad = p.count_include_pad;
+  if (p.padding == PoolPadding::Explicit) {
+    g.pad_top = g.pad_bottom = p.pad_h;
+    g.pad_left = g.pad_right = p.pad_w;
+    g.P = (p.H + 2 * p.pad_h - p.kh) / p.sh + 1;
+    g.Q = (p.W + 2 * p.pad_w - p.kw) / p.sw + 1;
+  } else {
+    g.P = (p.H + p.sh - 1) / p.sh;
+    g.Q = (p.W + p.sw - 1) / p.sw;
+    const int64_t th = pool_max64((g.P - 1) * p.sh + p.kh - p.H, 0);
+    const int64_t tw = pool_max64((g.Q - 1) * p.sw + p.kw - p.W, 0);
+    g.pad_top = int(th / 2);
+    g.pad_bottom = int(th - th / 2);
+    g.pad_left = int(tw / 2);
+    g.pad_right = int(tw - tw / 2);
+  }
+  return g;
+}
+
+template <typename T>
+void pool2d_forward_cpu(const Pool2dParams& p, const T* x, T* y) {
+  const PoolGeom g = pool2d_geometry(p);
+  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+    const T* xp = x + nc * g.H * g.W;
+    T* yp = y + nc * g.P * g.Q;
+    for (int64_t i = 0; i < g.P; ++i)
+      for (int64_t j = 0; j < g.Q; ++j) yp[i * g.Q + j] = pool2d_forward_at(g, xp, i, j);
+  }
+}
+
+template <typename T>
+void pool2d_backward_cpu(const Pool2dParams& p, const T* dy, const T* x, T* dx, bool accumulate_dx) {
+  const PoolGeom g = pool2d_geometry(p);
+  CTDET_CHECK(g.kind == 1 || x != nullptr, "max_pool2d backward: needs the saved input x");
+  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+    const T* xp = x ? x + nc * g.H * g.W : nullptr;
+    const T* dyp = dy + nc * g.P * g.Q;
+    T* dxp = dx + nc * g.H * g.W;
+    for (int64_t h = 0; h < g.H; ++h)
+      for (int64_t w = 0; w < g.W; ++w) store_grad(dxp + h * g.W + w, pool2d_backward_at(g, xp, dyp, h, w), accumulate_dx);
+  }
+}
+
+void validate_global_avg_pool(const GapParams& p) {
+  CTDET_CHECK(p.N >= 0 && p.C >= 0, "global_avg_pool: N and C must be non-negative, got N=", p.N, " C=", p.C);
+  CTDET_CHECK(p.HW > 0, "global_avg_pool: spatial size H*W must be > 0, got ", p.HW);
+}
+
+template <typename T>
+void global_avg_pool_forward_cpu(const GapParams& p, const T* x, T* y) {
+  validate_global_avg_pool(p);
+  for (int64_t nc = 0; nc < p.N * p.C; ++nc) {
+    T s = T(0);
+    for (int64_t i = 0; i < p.HW; ++i) s += x[nc * p.HW + i];
+    y[nc] = s / T(p.HW);
+  }
+}
+
+template <typename T>
+void global_avg_pool_backward_cpu(const GapParams& p, const T* dy, T* dx, bool accumulate_dx) {
+  validate_global_avg_pool(p);
+  for (int64_t nc = 0; nc < p.N * p.C; ++nc) {
+    const T g = dy[nc] / T(p.HW);
+    for (int64_t i = 0; i < p.HW; ++i) store_grad(dx + nc * p.HW + i, g, accumulate_dx);
+  }
+}
+
+#define CTDET_INSTANTIATE(T)                                                                     \
+  template void pool2d_forward_cpu<T>(const Pool2dParams&, const T*, T*);                        \
+  template void pool2d_backward_cpu<T>(const Pool2dParams&, const T*, const T*, T*, bool);       \
+  template void global_avg_pool_forward_cpu<T>(const GapParams&, const T*, T*);                  \
+  template void global_avg_pool_backward_cpu<T>(const GapParams&, const T*, T*, bool);
+CTDET_INSTANTIATE(float)
+CTDET_INSTANTIATE(double)
+#undef CTDET_INSTANTIATE
+
+}  // namespace ctdet

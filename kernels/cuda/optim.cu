@@ -1,0 +1,144 @@
+// CUDA kernels for kernels/optim.h. SGD math from optim_math.h. Norms are deterministic: each tensor
+// gets a grid fixed by its size (clip_blocks), each block writes one double partial, and fixed-order
+// single-block reductions finish the sums; the scale kernels read the norm on the device.
+#include <cmath>
+#include <vector>
+
+#include "kernels/common/cuda_check.cuh"
+#include "kernels/common/launch.cuh"
+#include "kernels/optim.h"
+
+namespace ctdet {
+namespace {
+
+using cuda::grid_for;
+using cuda::kBlock;
+
+constexpr int kNormThreads = 256;
+
+int clip_blocks(int64_t n) {
+  if (n <= 0) return 0;
+  const int64_t b = (n + int64_t(kNormThreads) * 4 - 1) / (int64_t(kNormThreads) * 4);
+  return int(std::min<int64_t>(b, 256));
+}
+
+__global__ void sgd_kernel(int64_t n, float* var, float* accum, const float* grad, float lr, float m, float wd) {
+  CTDET_GRID_STRIDE(i, n) {
+    float v = var[i], a = accum[i];
+    sgd_momentum_step(v, a, grad[i], lr, m, wd);
+    var[i] = v;
+    accum[i] = a;
+  }
+}
+
+__device__ void block_sum_store(double s, double* out) {
+  __shared__ double sh[kNormThreads];
+  sh[threadIdx.x] = s;
+  __syncthreads();
+  for (int k = blockDim.x / 2; k > 0; k >>= 1) {
+    if ((int)threadIdx.x < k) sh[threadIdx.x] += sh[threadIdx.x + k];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *out = sh[0];
+}
+
+__global__ void sumsq_partial_kernel(int64_t n, const float* g, double* partials) {
+  double s = 0;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)blockDim.x * gridDim.x) {
+    const double v = g[i];
+    s += v * v;
+  }
+  block_sum_store(s, partials + blockIdx.x);
+}
+
+// out = sum(in[0..m)), one block, fixed order. If norm_out: also writes sqrt(out) as float.
+__global__ void sum_kernel(int64_t m, const double* in, double* out, float* norm_out) {
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < m; i += blockDim.x) s += in[i];
+  block_sum_store(s, out);
+  __syncthreads();
+  if (threadIdx.x == 0 && norm_out) *norm_out = float(sqrt(*out));
+}
+
+__global__ void clip_scale_kernel(int64_t n, float* g, const float* norm, float clip) {
+  const float nm = *norm;
+  if (!isfinite(nm)) return;  // reported, not applied
+  const float f = clip_factor(nm, clip);
+  if (f == 1.f) return;
+  CTDET_GRID_STRIDE(i, n) g[i] *= f;
+}
+
+}  // namespace
+
+void sgd_momentum_update_cuda(CudaContext& ctx, const SgdParams& p, int64_t n, float* var, float* accum,
+                              const float* grad) {
+  validate_sgd(p, n);
+  if (n == 0) return;
+  sgd_kernel<<<grid_for(n), kBlock, 0, ctx.stream>>>(n, var, accum, grad, float(p.lr), float(p.momentum),
+                                                      float(p.weight_decay));
+  CTDET_CUDA_LAUNCH_CHECK("sgd_kernel");
+}
+
+size_t clip_workspace_bytes_cuda(int k, const int64_t* sizes) {
+  size_t partials = 0;
+  for (int i = 0; i < k; ++i) partials += size_t(clip_blocks(sizes[i]));
+  // partials | per-tensor sums (k) | global sum (1)
+  const size_t b = (partials + size_t(k) + 1) * sizeof(double);
+  return (b + 255) / 256 * 256;
+}
+
+namespace {
+// Writes per-tensor partial sums of squares (clip_blocks(n) doubles per tensor; empty tensors get none)
+// and returns the total partial count; first[i] is tensor i's first partial.
+int64_t launch_partials(CudaContext& ctx, int k, float* const* grads, const int64_t* sizes, double* partials,
+                        int64_t* first /*(k+1) host*/) {
+  int64_t off = 0;
+  for (int i = 0; i < k; ++i) {
+    first[i] = off;
+    const int b = clip_blocks(sizes[i]);
+    if (b > 0) {
+      sumsq_partial_kernel<<<b, kNormThreads, 0, ctx.stream>>>(sizes[i], grads[i], partials + off);
+      CTDET_CUDA_LAUNCH_CHECK("sumsq_partial_kernel");
+    }
+    off += b;
+  }
+  first[k] = off;
+  return off;
+}
+}  // namespace
+
+void clip_by_global_norm_cuda(CudaContext& ctx, double clip, int k, float* const* grads, const int64_t* sizes,
+                              float* norm, void* workspace) {
+  validate_clip("clip_by_global_norm", clip, k, sizes);
+  CTDET_CHECK(workspace != nullptr, "clip_by_global_norm (cuda): workspace is null");
+  double* partials = static_cast<double*>(workspace);
+  std::vector<int64_t> first(size_t(k) + 1);
+  const int64_t total = launch_partials(ctx, k, grads, sizes, partials, first.data());
+  double* global = partials + total + k;
+  sum_kernel<<<1, kNormThreads, 0, ctx.stream>>>(total, partials, global, norm);
+  CTDET_CUDA_LAUNCH_CHECK("sum_kernel (global norm)");
+  for (int i = 0; i < k; ++i) {
+    if (sizes[i] == 0) continue;
+    clip_scale_kernel<<<grid_for(sizes[i]), kBlock, 0, ctx.stream>>>(sizes[i], grads[i], norm, float(clip));
+    CTDET_CUDA_LAUNCH_CHECK("clip_scale_kernel (global)");
+  }
+}
+
+void clip_by_tensor_norm_cuda(CudaContext& ctx, double clip, int k, float* const* grads, const int64_t* sizes,
+                              float* norms, void* workspace) {
+  validate_clip("clip_by_tensor_norm", clip, k, sizes);
+  CTDET_CHECK(workspace != nullptr, "clip_by_tensor_norm (cuda): workspace is null");
+  double* partials = static_cast<double*>(workspace);
+  std::vector<int64_t> first(size_t(k) + 1);
+  const int64_t total = launch_partials(ctx, k, grads, sizes, partials, first.data());
+  double* sums = partials + total;
+  for (int i = 0; i < k; ++i) {
+    sum_kernel<<<1, kNormThreads, 0, ctx.stream>>>(first[i + 1] - first[i], partials + first[i], sums + i, norms + i);
+    CTDET_CUDA_LAUNCH_CHECK("sum_kernel (tensor norm)");
+    if (sizes[i] == 0) continue;
+    clip_scale_kernel<<<grid_for(sizes[i]), kBlock, 0, ctx.stream>>>(sizes[i], grads[i], norms + i, float(clip));
+    CTDET_CUDA_LAUNCH_CHECK("clip_scale_kernel (tensor)");
+  }
+}
+
+}  // namespace ctdet
