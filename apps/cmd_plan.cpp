@@ -13,13 +13,18 @@ static int cmd_plan(const std::vector<std::string>& argv) {
   for (auto& a : argv)
     if (a == "--help" || a == "-h") {
       std::printf(
-          "usage: ctdet plan --model NAME [--size HxW] [--batch N] [--train] [--memory-budget 8GiB]\n"
+          "usage: ctdet plan --list-models | --model NAME [--size HxW] [--batch N] [--train] [--memory-budget 8GiB]\n"
           "                  [--workspace-cap 256MiB] [--device cpu|cuda] [--top 10]\n"
           "Prints the memory plan: parameters, gradients, optimizer state, planned activations and workspace,\n"
           "the no-reuse sum and lower bound, and the largest values live at the peak.\n");
       return 0;
     }
-  Args a("plan", argv, {"model", "size", "batch", "memory-budget", "workspace-cap", "device", "top"}, {"train"});
+  Args a("plan", argv, {"model", "size", "batch", "memory-budget", "workspace-cap", "device", "top"},
+         {"train", "list-models"});
+  if (a.flag("list-models")) {
+    for (auto& m : known_models()) std::printf("%s\n", m.c_str());
+    return 0;
+  }
   ModelSpec s;
   s.name = a.get("model", "");
   CTDET_CHECK(!s.name.empty(), "plan: --model is required");
