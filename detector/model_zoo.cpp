@@ -1,7 +1,11 @@
 #include "detector/model_zoo.h"
 
+#include "detector/backbone/resnet.h"
+#include "kernels/crop_and_resize.h"
+#include "kernels/pool.h"
 #include "nn/autograd.h"
 #include "nn/core_ops.h"
+#include "nn/op_registry.h"
 
 namespace ctdet {
 
@@ -29,14 +33,60 @@ ModelGraph build_mlp(const ModelSpec& s) {
   return m;
 }
 
+// ResNet-101 (TF-slim layout, frozen BN, conv weights trained) at the input size: the first stage alone
+// ("resnet101_backbone"), or the Faster R-CNN C4 trunk ("resnet101_c4"): first stage, TF crop_and_resize of
+// the ROIs to 14x14, 2x2 max pool, block4 on the crops, global average pool and the two box-classifier FCs
+// (classes+1 logits, classes x 4 boxes). ROIs per image: 64 sampled in training, 300 proposals in inference
+// (spec section 6). The RPN head (one 3x3 conv and two 1x1 convs, about 5 MiB of parameters) and the loss
+// terms are not in this graph yet; a sum of the outputs stands in for the loss when training.
+ModelGraph build_resnet101(const ModelSpec& s, bool c4) {
+  ModelGraph m;
+  Graph& g = m.graph;
+  ResNetBackbone bb(ResNetOptions::resnet101(ResNetLayout::TfSlim));
+  m.input = g.input("image", {s.batch, 3, s.height, s.width});
+  ValueId feat = bb.first_stage(g, m.input);
+  if (!c4) {
+    m.output = g.add1("sum", "loss", {feat});
+    m.description = "ResNet-101 first stage (block3, stride 16)";
+  } else {
+    const int64_t classes = 3;
+    const int64_t R = int64_t(s.train ? 64 : 300) * s.batch;
+    ValueId rois = g.input("rois", {R, 4});
+    ValueId roi_batch = g.input("roi_batch", {R}, DType::I32);
+    CropAndResizeParams cp;
+    cp.crop_h = cp.crop_w = 14;
+    ValueId crops = g.add1("crop_and_resize", "roi_crop", {feat, rois, roi_batch}, cp);
+    Pool2dParams pp;
+    pp.kind = PoolKind::Max;
+    pp.kh = pp.kw = 2;
+    pp.sh = pp.sw = 2;
+    ValueId pooled = g.add1("pool2d", "roi_pool", {crops}, pp);
+    ValueId b4 = bb.second_stage(g, pooled);
+    ValueId gap = g.add1("global_avg_pool", "box_head.gap", {b4});
+    const int64_t C = bb.second_stage_channels();
+    ValueId cls = g.add1("linear", "box_head.cls",
+                         {gap, g.param("box_head.cls.weight", {classes + 1, C}), g.param("box_head.cls.bias", {classes + 1})});
+    ValueId box = g.add1("linear", "box_head.box",
+                         {gap, g.param("box_head.box.weight", {classes * 4, C}), g.param("box_head.box.bias", {classes * 4})});
+    m.output = g.add1("add", "loss", {g.add1("sum", "loss_cls", {cls}), g.add1("sum", "loss_box", {box})});
+    m.description = str("ResNet-101 C4 trunk: block3, crop 14x14 + max pool, block4 on ", R,
+                        " ROIs, GAP, box classifier; RPN head not included");
+  }
+  if (s.train) backward(g, m.output);
+  else g.mark_output(m.output);
+  return m;
+}
+
 }  // namespace
 
-std::vector<std::string> known_models() { return {"mlp"}; }
+std::vector<std::string> known_models() { return {"mlp", "resnet101_backbone", "resnet101_c4"}; }
 
 ModelGraph build_model_graph(const ModelSpec& spec) {
   CTDET_CHECK(spec.height > 0 && spec.width > 0 && spec.batch > 0, "model '", spec.name, "': size ", spec.height, "x",
               spec.width, " batch ", spec.batch, " must be positive");
   if (spec.name == "mlp") return build_mlp(spec);
+  if (spec.name == "resnet101_backbone") return build_resnet101(spec, false);
+  if (spec.name == "resnet101_c4") return build_resnet101(spec, true);
   std::string list;
   for (auto& k : known_models()) list += (list.empty() ? "" : ", ") + k;
   CTDET_FAIL("unknown model '", spec.name, "' (known: ", list, ")");

@@ -24,6 +24,9 @@ const OpRegistry& ops() {
   static const OpRegistry registry = [] {
     OpRegistry r;
     register_core_ops(r);
+    register_dense_ops(r);
+    register_elem_ops(r);
+    register_det_ops(r);
     return r;
   }();
   return registry;

@@ -63,6 +63,9 @@ const OpRegistry& ops();
 
 // Registration functions, one per op family (called by ops()).
 void register_core_ops(OpRegistry& r);
+void register_dense_ops(OpRegistry& r);  // nn/ops_dense.cpp: conv2d, batchnorm_frozen, max_pool
+void register_elem_ops(OpRegistry& r);   // nn/ops_elem.cpp: relu6, bn_add_relu, concat/slice, gather, pool2d, losses
+void register_det_ops(OpRegistry& r);    // nn/ops_det.cpp: crop_and_resize, roi_align, anchors, boxes, nms, top-k, sampler
 
 // Helpers for infer functions: a message naming the node and its inputs.
 std::string describe_inputs(const Graph& g, const Node& n);

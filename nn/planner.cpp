@@ -291,7 +291,7 @@ MemoryPlan plan_memory(const Graph& g, const PlanOptions& opt) {
 
 std::string MemoryPlan::report(const Graph& g, int top) const {
   std::string s;
-  auto line = [&](const std::string& k, const std::string& v) { s += str("  ", k, std::string(k.size() < 30 ? 30 - k.size() : 1, ' '), v, "\n"); };
+  auto line = [&](const std::string& k, const std::string& v) { s += str("  ", k, std::string(k.size() < 34 ? 34 - k.size() : 2, ' '), v, "\n"); };
   s += "memory plan\n";
   line("parameters", format_bytes(param_bytes));
   line("parameter gradients", format_bytes(grad_bytes));
