@@ -1,5 +1,6 @@
 #include "io/tfrecord.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -102,6 +103,8 @@ void TFRecordWriter::close() {
 TFRecordReader::TFRecordReader(const std::string& path, bool check_crc) : path_(path), check_crc_(check_crc) {
   f_ = std::fopen(path.c_str(), "rb");
   CTDET_CHECK(f_ != nullptr, "TFRecordReader: cannot open '", path, "': ", std::strerror(errno));
+  struct stat st;
+  size_ = (::fstat(::fileno(f_), &st) == 0 && S_ISREG(st.st_mode)) ? uint64_t(st.st_size) : UINT64_MAX;
 }
 
 TFRecordReader::~TFRecordReader() {
@@ -123,6 +126,10 @@ bool TFRecordReader::next(std::string* data) {
   }
   CTDET_CHECK(len < (uint64_t(1) << 40), "TFRecord '", path_, "': record ", index_, " at byte ", offset_,
               ": implausible length ", len);
+  // A corrupt length (possible without CRC checks) must not allocate more than the file holds.
+  const uint64_t left = size_ > offset_ + 12 ? size_ - offset_ - 12 : 0;
+  CTDET_CHECK(len <= left, "TFRecord '", path_, "': record ", index_, " at byte ", offset_, ": truncated data (",
+              "length ", len, " but only ", left, " bytes left in the file)");
   data->resize(size_t(len));
   size_t got_data = len ? std::fread(&(*data)[0], 1, size_t(len), f_) : 0;
   CTDET_CHECK(got_data == len, "TFRecord '", path_, "': record ", index_, " at byte ", offset_,
@@ -140,6 +147,50 @@ bool TFRecordReader::next(std::string* data) {
   offset_ += 16 + len;
   ++index_;
   return true;
+}
+
+void TFRecordReader::seek(uint64_t offset, int64_t index) {
+  CTDET_CHECK(offset <= uint64_t(INT64_MAX) && std::fseek(f_, long(offset), SEEK_SET) == 0, "TFRecord '", path_,
+              "': cannot seek to byte ", offset, ": ", std::strerror(errno));
+  offset_ = offset;
+  index_ = index;
+}
+
+std::vector<uint64_t> index_tfrecord_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  CTDET_CHECK(f != nullptr, "TFRecord: cannot open '", path, "': ", std::strerror(errno));
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> guard(f, &std::fclose);
+  CTDET_CHECK(std::fseek(f, 0, SEEK_END) == 0, "TFRecord '", path, "': cannot seek: ", std::strerror(errno));
+  const long size_l = std::ftell(f);
+  CTDET_CHECK(size_l >= 0, "TFRecord '", path, "': cannot tell its size");
+  const uint64_t size = uint64_t(size_l);
+  std::vector<uint64_t> offsets;
+  uint64_t off = 0;
+  while (off < size) {
+    CTDET_CHECK(std::fseek(f, long(off), SEEK_SET) == 0, "TFRecord '", path, "': cannot seek to ", off);
+    unsigned char head[12];
+    size_t got = std::fread(head, 1, 12, f);
+    CTDET_CHECK(got == 12, "TFRecord '", path, "': record ", offsets.size(), " at byte ", off,
+                ": truncated header (", got, " of 12 bytes)");
+    const uint64_t len = get_le(head, 8);
+    const uint32_t stored = uint32_t(get_le(head + 8, 4)), want = crc32c_mask(crc32c(head, 8));
+    CTDET_CHECK(stored == want, "TFRecord '", path, "': record ", offsets.size(), " at byte ", off,
+                ": length CRC mismatch (stored 0x", std::hex, stored, ", computed 0x", want, ")");
+    CTDET_CHECK(len <= size - off - 12 && size - off - 12 - len >= 4, "TFRecord '", path, "': record ",
+                offsets.size(), " at byte ", off, ": length ", len, " runs past the end of the file (", size,
+                " bytes)");
+    offsets.push_back(off);
+    off += 16 + len;
+  }
+  return offsets;
+}
+
+std::string read_tfrecord_at(const std::string& path, uint64_t offset, int64_t index, bool check_crc) {
+  TFRecordReader r(path, check_crc);
+  r.seek(offset, index);
+  std::string data;
+  CTDET_CHECK(r.next(&data), "TFRecord '", path, "': no record ", index, " at byte ", offset, " (end of file)");
+  return data;
 }
 
 std::vector<std::string> read_tfrecord_file(const std::string& path, bool check_crc) {

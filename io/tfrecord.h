@@ -61,6 +61,9 @@ class TFRecordReader {
   TFRecordReader(const TFRecordReader&) = delete;
   TFRecordReader& operator=(const TFRecordReader&) = delete;
   bool next(std::string* data);
+  // Positions the reader at a record boundary (an offset from index_tfrecord_file); `index` numbers the
+  // record in later error messages.
+  void seek(uint64_t offset, int64_t index);
   int64_t index() const { return index_; }     // records read so far
   uint64_t offset() const { return offset_; }  // byte offset of the next record
 
@@ -70,9 +73,16 @@ class TFRecordReader {
   bool check_crc_;
   int64_t index_ = 0;
   uint64_t offset_ = 0;
+  uint64_t size_ = 0;  // file size at open (UINT64_MAX for a pipe): a length field is checked against it before allocating
 };
 
 std::vector<std::string> read_tfrecord_file(const std::string& path, bool check_crc = true);
+
+// Byte offset of every record, from the 12-byte headers only (length CRC checked, data skipped; a record
+// running past the end of the file is an error naming the file, record and offset). For random access.
+std::vector<uint64_t> index_tfrecord_file(const std::string& path);
+// The record that starts at `offset`; `index` is its number for error messages.
+std::string read_tfrecord_at(const std::string& path, uint64_t offset, int64_t index, bool check_crc = true);
 
 // An ImageRecord with its encoded image, as one tf.train.Example holds it.
 struct ExampleImage {

@@ -6,7 +6,9 @@ PKGS=(
   cmake ninja-build ccache g++ pkg-config
   libpng-dev libjpeg62-turbo-dev libopenblas-dev nlohmann-json3-dev
   libprotobuf-dev protobuf-compiler libgtest-dev libbenchmark-dev libdcmtk-dev
+  clang libclang-rt-14-dev
   python3 python3-numpy python3-protobuf python3-torch python3-torchvision
+  chromium fonts-dejavu-core  # scripts/render_report.sh: headless screenshots of HTML reports
 )
 missing=()
 for p in "${PKGS[@]}"; do
