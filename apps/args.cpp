@@ -4,6 +4,19 @@
 
 namespace ctdet::app {
 
+std::vector<std::string> split_list(const std::string& s, const std::string& what) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (true) {
+    size_t c = s.find(',', pos);
+    out.push_back(s.substr(pos, c == std::string::npos ? std::string::npos : c - pos));
+    if (c == std::string::npos) break;
+    pos = c + 1;
+  }
+  for (auto& n : out) CTDET_CHECK(!n.empty(), what, " '", s, "' has an empty item");
+  return out;
+}
+
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;

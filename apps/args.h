@@ -29,6 +29,9 @@ class Args {
   std::vector<std::string> positional_;
 };
 
+// "a,b,c" -> {"a","b","c"}; an empty item is an error naming `what` (e.g. "eval: --classes").
+std::vector<std::string> split_list(const std::string& s, const std::string& what);
+
 // Edit distance, for "did you mean".
 size_t edit_distance(const std::string& a, const std::string& b);
 std::string nearest(const std::string& word, const std::set<std::string>& candidates);

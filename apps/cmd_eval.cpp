@@ -5,12 +5,8 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "apps/args.h"
 #include "apps/command.h"
-#include "io/atomic_file.h"
-#include "io/coco.h"
-#include "io/via.h"
 #include "nn/error.h"
 #include "train/detections_io.h"
 #include "train/evaluation.h"
@@ -50,22 +46,7 @@ long to_long(const std::string& flag, const std::string& v) {
   return x;
 }
 
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (true) {
-    size_t c = s.find(',', pos);
-    out.push_back(s.substr(pos, c == std::string::npos ? std::string::npos : c - pos));
-    if (c == std::string::npos) break;
-    pos = c + 1;
-  }
-  for (auto& n : out) CTDET_CHECK(!n.empty(), "eval: --classes '", s, "' has an empty class name");
-  return out;
-}
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 int run_eval(const std::vector<std::string>& args) {
   std::string gt_path, dets_path, out_dir, patient_rule = "any", class_attr;
@@ -84,7 +65,7 @@ int run_eval(const std::vector<std::string>& args) {
     else if (a == "--dets") dets_path = v;
     else if (a == "--out") out_dir = v;
     else if (a == "--threshold") opt.score_threshold = float(to_double(a, v));
-    else if (a == "--classes") classes = split_commas(v);
+    else if (a == "--classes") classes = ctdet::app::split_list(v, "eval: --classes");
     else if (a == "--class-attr") class_attr = v;
     else if (a == "--patient-rule") patient_rule = v;
     else if (a == "--iou") opt.match_iou = to_double(a, v);
@@ -105,33 +86,8 @@ int run_eval(const std::vector<std::string>& args) {
   CTDET_CHECK(opt.bootstrap >= 0, "eval: --bootstrap must be >= 0");
 
   // Ground truth.
-  ctdet::Dataset gt;
   std::vector<long long> category_ids;
-  if (ends_with(gt_path, ".csv")) {
-    ctdet::ViaOptions vo;
-    if (!classes.empty()) vo.class_names = classes;
-    vo.class_attr = class_attr;
-    gt = ctdet::read_via_csv(gt_path, vo);
-  } else {
-    const std::string text = ctdet::read_file(gt_path);
-    nlohmann::json probe;
-    try {
-      probe = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-      CTDET_FAIL(gt_path, ": not valid JSON: ", e.what());
-    }
-    if (probe.is_object() && probe.contains("images") && probe.contains("annotations")) {
-      ctdet::CocoOptions co;
-      co.class_names = classes;
-      gt = ctdet::parse_coco(text, gt_path, co);
-      category_ids = ctdet::coco_category_ids(text, gt_path, gt.class_names);
-    } else {
-      ctdet::ViaOptions vo;
-      if (!classes.empty()) vo.class_names = classes;
-      vo.class_attr = class_attr;
-      gt = ctdet::parse_via_json(text, gt_path, vo);
-    }
-  }
+  const ctdet::Dataset gt = ctdet::read_ground_truth(gt_path, classes, class_attr, "", &category_ids);
   const auto ids = ctdet::make_coco_id_map(gt, category_ids);
   const auto dets = ctdet::read_detections(dets_path, ids, gt.class_names);
 

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "apps/args.h"
 #include "apps/command.h"
 #include "io/atomic_file.h"
 #include "io/coco.h"
@@ -37,22 +38,7 @@ void report_usage() {
       "  --thumb-size N       gallery thumbnails fit N x N pixels (default 384)\n");
 }
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  size_t pos = 0;
-  while (true) {
-    size_t c = s.find(',', pos);
-    out.push_back(s.substr(pos, c == std::string::npos ? std::string::npos : c - pos));
-    if (c == std::string::npos) break;
-    pos = c + 1;
-  }
-  for (auto& n : out) CTDET_CHECK(!n.empty(), "report: --classes '", s, "' has an empty class name");
-  return out;
-}
 
 int to_int(const std::string& flag, const std::string& v, int lo, int hi) {
   char* end = nullptr;
@@ -62,35 +48,6 @@ int to_int(const std::string& flag, const std::string& v, int lo, int hi) {
   return int(x);
 }
 
-// Ground truth as `ctdet eval` reads it, with file paths under image_dir.
-ctdet::Dataset load_gt(const std::string& path, const std::string& image_dir, const std::vector<std::string>& classes,
-                       std::vector<long long>* category_ids) {
-  if (ends_with(path, ".csv")) {
-    ctdet::ViaOptions vo;
-    if (!classes.empty()) vo.class_names = classes;
-    vo.image_dir = image_dir;
-    return ctdet::read_via_csv(path, vo);
-  }
-  const std::string text = ctdet::read_file(path);
-  nlohmann::json probe;
-  try {
-    probe = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    CTDET_FAIL(path, ": not valid JSON: ", e.what());
-  }
-  if (probe.is_object() && probe.contains("images") && probe.contains("annotations")) {
-    ctdet::CocoOptions co;
-    co.class_names = classes;
-    co.image_dir = image_dir;
-    ctdet::Dataset ds = ctdet::parse_coco(text, path, co);
-    *category_ids = ctdet::coco_category_ids(text, path, ds.class_names);
-    return ds;
-  }
-  ctdet::ViaOptions vo;
-  if (!classes.empty()) vo.class_names = classes;
-  vo.image_dir = image_dir;
-  return ctdet::parse_via_json(text, path, vo);
-}
 
 int run_report(const std::vector<std::string>& args) {
   std::string eval_dir, out, train_log, config, images, gt_path, dets_path, title;
@@ -112,7 +69,7 @@ int run_report(const std::vector<std::string>& args) {
     else if (a == "--gt") gt_path = v;
     else if (a == "--dets") dets_path = v;
     else if (a == "--title") title = v;
-    else if (a == "--classes") classes = split_commas(v);
+    else if (a == "--classes") classes = ctdet::app::split_list(v, "report: --classes");
     else if (a == "--gallery-count") per_group = to_int(a, v, 0, 100);
     else if (a == "--thumb-size") thumb = to_int(a, v, 16, 4096);
     else CTDET_FAIL("report: unknown option '", a, "' (see ctdet report --help)");
@@ -154,7 +111,7 @@ int run_report(const std::vector<std::string>& args) {
     go.match_iou = opts.value("match_iou", 0.5);
     go.per_group = per_group;
     std::vector<long long> category_ids;
-    const ctdet::Dataset gt = load_gt(gt_path, images, classes, &category_ids);
+    const ctdet::Dataset gt = ctdet::read_ground_truth(gt_path, classes, "", images, &category_ids);
     const auto ids = ctdet::make_coco_id_map(gt, category_ids);
     const auto dets = ctdet::read_detections(dets_path, ids, gt.class_names);
     ctdet::validate_detections(gt, dets);

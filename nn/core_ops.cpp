@@ -24,10 +24,6 @@ void core_unary_cuda(OpContext& c, int kind);   // 0 copy, 1 scale, 2 relu
 void core_relu_grad_cuda(OpContext& c);
 void core_sum_cuda(OpContext& c);
 void core_expand_cuda(OpContext& c);
-#else
-[[noreturn]] static void no_cuda(OpContext& c) {
-  CTDET_FAIL("node '", c.node->name, "' (", c.node->op, "): CUDA requested but ctdet was built without CUDA");
-}
 #endif
 
 namespace {
@@ -154,11 +150,6 @@ std::vector<OutputDesc> same_as_input0(const Graph& g, const Node& n) {
   return {{g.value(n.inputs[0]).shape, g.value(n.inputs[0]).dtype}};
 }
 
-#if CTDET_WITH_CUDA
-#define CUDA_FN(f) f
-#else
-#define CUDA_FN(f) no_cuda
-#endif
 
 }  // namespace
 
@@ -171,7 +162,7 @@ void register_core_ops(OpRegistry& r) {
       return {{g.value(n.outputs[0]).shape, g.value(n.outputs[0]).dtype}};
     };
     d.cpu = fill_cpu;
-    d.cuda = CUDA_FN(core_fill_cuda);
+    d.cuda = CTDET_CUDA_FN(core_fill_cuda);
     r.add(d);
   }
   {
@@ -193,7 +184,7 @@ void register_core_ops(OpRegistry& r) {
       if (b.fwd().inputs.size() > 2) b.contribute(2, "sum_rows", {dy});
     };
     d.cpu = linear_cpu;
-    d.cuda = CUDA_FN(core_linear_cuda);
+    d.cuda = CTDET_CUDA_FN(core_linear_cuda);
     r.add(d);
   }
   {
@@ -205,7 +196,7 @@ void register_core_ops(OpRegistry& r) {
       return {{Shape{dy[0], w[1]}, g.value(n.inputs[0]).dtype}};
     };
     d.cpu = linear_grad_x_cpu;
-    d.cuda = CUDA_FN(core_linear_grad_x_cuda);
+    d.cuda = CTDET_CUDA_FN(core_linear_grad_x_cuda);
     r.add(d);
   }
   {
@@ -217,7 +208,7 @@ void register_core_ops(OpRegistry& r) {
       return {{Shape{dy[1], x[1]}, g.value(n.inputs[0]).dtype}};
     };
     d.cpu = linear_grad_w_cpu;
-    d.cuda = CUDA_FN(core_linear_grad_w_cuda);
+    d.cuda = CTDET_CUDA_FN(core_linear_grad_w_cuda);
     r.add(d);
   }
   {
@@ -229,7 +220,7 @@ void register_core_ops(OpRegistry& r) {
       return {{Shape{dy[1]}, g.value(n.inputs[0]).dtype}};
     };
     d.cpu = sum_rows_cpu;
-    d.cuda = CUDA_FN(core_sum_rows_cuda);
+    d.cuda = CTDET_CUDA_FN(core_sum_rows_cuda);
     r.add(d);
   }
   {
@@ -250,7 +241,7 @@ void register_core_ops(OpRegistry& r) {
 #if CTDET_WITH_CUDA
     d.cuda = [](OpContext& c) { core_binary_cuda(c, 0); };
 #else
-    d.cuda = no_cuda;
+    d.cuda = cuda_not_built;
 #endif
     r.add(d);
   }
@@ -270,7 +261,7 @@ void register_core_ops(OpRegistry& r) {
 #if CTDET_WITH_CUDA
     d.cuda = [](OpContext& c) { core_binary_cuda(c, 1); };
 #else
-    d.cuda = no_cuda;
+    d.cuda = cuda_not_built;
 #endif
     r.add(d);
   }
@@ -283,7 +274,7 @@ void register_core_ops(OpRegistry& r) {
 #if CTDET_WITH_CUDA
     d.cuda = [](OpContext& c) { core_unary_cuda(c, 0); };
 #else
-    d.cuda = no_cuda;
+    d.cuda = cuda_not_built;
 #endif
     r.add(d);
   }
@@ -303,7 +294,7 @@ void register_core_ops(OpRegistry& r) {
 #if CTDET_WITH_CUDA
     d.cuda = [](OpContext& c) { core_unary_cuda(c, 1); };
 #else
-    d.cuda = no_cuda;
+    d.cuda = cuda_not_built;
 #endif
     r.add(d);
   }
@@ -318,7 +309,7 @@ void register_core_ops(OpRegistry& r) {
 #if CTDET_WITH_CUDA
     d.cuda = [](OpContext& c) { core_unary_cuda(c, 2); };
 #else
-    d.cuda = no_cuda;
+    d.cuda = cuda_not_built;
 #endif
     r.add(d);
   }
@@ -331,7 +322,7 @@ void register_core_ops(OpRegistry& r) {
     };
     d.inplace = true;
     d.cpu = [](OpContext& c) { binary_cpu(c, [](auto dy, auto y) { return relu_grad_fn(dy, y); }); };
-    d.cuda = CUDA_FN(core_relu_grad_cuda);
+    d.cuda = CTDET_CUDA_FN(core_relu_grad_cuda);
     r.add(d);
   }
   {
@@ -344,7 +335,7 @@ void register_core_ops(OpRegistry& r) {
       b.contribute(0, "expand", {b.grad_out()}, ExpandAttrs{b.graph().value(b.in(0)).shape});
     };
     d.cpu = sum_cpu;
-    d.cuda = CUDA_FN(core_sum_cuda);
+    d.cuda = CTDET_CUDA_FN(core_sum_cuda);
     r.add(d);
   }
   {
@@ -356,7 +347,7 @@ void register_core_ops(OpRegistry& r) {
     };
     d.grad = [](GradBuilder& b) { b.contribute(0, "sum", {b.grad_out()}); };
     d.cpu = expand_cpu;
-    d.cuda = CUDA_FN(core_expand_cuda);
+    d.cuda = CTDET_CUDA_FN(core_expand_cuda);
     r.add(d);
   }
 }

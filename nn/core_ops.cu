@@ -7,18 +7,9 @@
 
 namespace ctdet {
 
-namespace {
+using namespace opio;
 
-const float* fin(const OpContext& c, size_t i) {
-  CTDET_CHECK(c.in[i].dtype == DType::F32, "node '", c.node->name, "' (", c.node->op,
-              "): the CUDA backend runs f32 only, input ", i, " is ", dtype_name(c.in[i].dtype));
-  return static_cast<const float*>(c.in[i].data);
-}
-float* fout(const OpContext& c, size_t i) {
-  CTDET_CHECK(c.out[i].dtype == DType::F32, "node '", c.node->name, "' (", c.node->op,
-              "): the CUDA backend runs f32 only");
-  return static_cast<float*>(c.out[i].data);
-}
+namespace {
 
 __global__ void fill_kernel(float* y, int64_t n, float v, bool acc) {
   CTDET_GRID_STRIDE(i, n) store_acc(y, i, v, acc);

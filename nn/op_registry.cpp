@@ -32,6 +32,37 @@ const OpRegistry& ops() {
   return registry;
 }
 
+void cuda_not_built(OpContext& c) {
+  CTDET_FAIL("node '", c.node->name, "' (", c.node->op, "): CUDA requested but ctdet was built without CUDA");
+}
+
+namespace opio {
+const float* fin(const OpContext& c, size_t i) {
+  CTDET_CHECK(c.in[i].dtype == DType::F32, "node '", c.node->name, "' (", c.node->op,
+              "): the CUDA backend runs f32 only, input ", i, " is ", dtype_name(c.in[i].dtype));
+  return static_cast<const float*>(c.in[i].data);
+}
+float* fout(const OpContext& c, size_t i) {
+  CTDET_CHECK(c.out[i].dtype == DType::F32, "node '", c.node->name, "' (", c.node->op,
+              "): the CUDA backend runs f32 only, output ", i, " is ", dtype_name(c.out[i].dtype));
+  return static_cast<float*>(c.out[i].data);
+}
+const int32_t* iin(const OpContext& c, size_t i) {
+  CTDET_CHECK(c.in[i].dtype == DType::I32, "node '", c.node->name, "' (", c.node->op, "): input ", i,
+              " must be int32, is ", dtype_name(c.in[i].dtype));
+  return static_cast<const int32_t*>(c.in[i].data);
+}
+int32_t* iout(const OpContext& c, size_t i) {
+  CTDET_CHECK(c.out[i].dtype == DType::I32, "node '", c.node->name, "' (", c.node->op, "): output ", i,
+              " must be int32, is ", dtype_name(c.out[i].dtype));
+  return static_cast<int32_t*>(c.out[i].data);
+}
+CudaContext& ctx(const OpContext& c) {
+  CTDET_CHECK(c.cuda != nullptr, "node '", c.node->name, "' (", c.node->op, "): no CudaContext");
+  return *c.cuda;
+}
+}  // namespace opio
+
 std::string describe_inputs(const Graph& g, const Node& n) {
   std::string s = str("node '", n.name, "' (", n.op, ") with inputs ");
   for (size_t i = 0; i < n.inputs.size(); ++i) s += (i ? ", " : "") + g.describe(n.inputs[i]);

@@ -70,4 +70,22 @@ void register_det_ops(OpRegistry& r);    // nn/ops_det.cpp: crop_and_resize, roi
 // Helpers for infer functions: a message naming the node and its inputs.
 std::string describe_inputs(const Graph& g, const Node& n);
 
+// The CUDA function of every op in a build without CUDA: an error naming the node.
+[[noreturn]] void cuda_not_built(OpContext& c);
+#if CTDET_WITH_CUDA
+#define CTDET_CUDA_FN(f) f
+#else
+#define CTDET_CUDA_FN(f) ::ctdet::cuda_not_built
+#endif
+
+// Typed tensor access for the CUDA run functions (which run f32 and int32 only): each checks the dtype and
+// names the node on a mismatch.
+namespace opio {
+const float* fin(const OpContext& c, size_t i);
+float* fout(const OpContext& c, size_t i = 0);
+const int32_t* iin(const OpContext& c, size_t i);
+int32_t* iout(const OpContext& c, size_t i);
+CudaContext& ctx(const OpContext& c);
+}  // namespace opio
+
 }  // namespace ctdet

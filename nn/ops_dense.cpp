@@ -261,16 +261,7 @@ void pool_grad_cpu(OpContext& c) {
 
 // ---- CUDA dispatch ---------------------------------------------------------------------------------------
 #if CTDET_WITH_CUDA
-const float* fin(const OpContext& c, size_t i) {
-  CTDET_CHECK(c.in[i].dtype == DType::F32, "node '", c.node->name, "' (", c.node->op,
-              "): the CUDA backend runs f32 only, input ", i, " is ", dtype_name(c.in[i].dtype));
-  return static_cast<const float*>(c.in[i].data);
-}
-float* fout(const OpContext& c) {
-  CTDET_CHECK(c.out[0].dtype == DType::F32, "node '", c.node->name, "' (", c.node->op,
-              "): the CUDA backend runs f32 only");
-  return static_cast<float*>(c.out[0].data);
-}
+using namespace opio;
 
 // Lowers the context's cuDNN workspace cap to what the plan gave this node (minus the pad copy) for the
 // duration of one call, so the algorithm chosen fits the planned workspace.
@@ -336,12 +327,6 @@ void pool_grad_cuda(OpContext& c) {
   const Pool2dParams& p = std::any_cast<const Pool2dParams&>(c.node->attrs);
   pool2d_backward_cuda(*c.cuda, p, fin(c, 0), fin(c, 1), fout(c), c.accumulate(0));
 }
-#define DENSE_CUDA(f) f
-#else
-[[noreturn]] void no_cuda(OpContext& c) {
-  CTDET_FAIL("node '", c.node->name, "' (", c.node->op, "): CUDA requested but ctdet was built without CUDA");
-}
-#define DENSE_CUDA(f) no_cuda
 #endif
 
 // Shape check shared by the backward kinds: input `i` must have shape `s`.
@@ -373,7 +358,7 @@ void register_dense_ops(OpRegistry& r) {
       return conv_workspace(resolve_conv(g, n), g.value(n.inputs[0]).dtype, dev, cap);
     };
     d.cpu = conv_fwd_cpu;
-    d.cuda = DENSE_CUDA(conv_fwd_cuda);
+    d.cuda = CTDET_CUDA_FN(conv_fwd_cuda);
     r.add(d);
   }
   {
@@ -389,7 +374,7 @@ void register_dense_ops(OpRegistry& r) {
       return conv_workspace(conv_attrs(n), g.value(n.inputs[0]).dtype, dev, cap);
     };
     d.cpu = conv_grad_x_cpu;
-    d.cuda = DENSE_CUDA(conv_grad_x_cuda);
+    d.cuda = CTDET_CUDA_FN(conv_grad_x_cuda);
     r.add(d);
   }
   {
@@ -405,7 +390,7 @@ void register_dense_ops(OpRegistry& r) {
       return conv_workspace(conv_attrs(n), g.value(n.inputs[0]).dtype, dev, cap);
     };
     d.cpu = conv_grad_w_cpu;
-    d.cuda = DENSE_CUDA(conv_grad_w_cuda);
+    d.cuda = CTDET_CUDA_FN(conv_grad_w_cuda);
     r.add(d);
   }
   {
@@ -417,7 +402,7 @@ void register_dense_ops(OpRegistry& r) {
       return {{Shape{p.K}, g.value(n.inputs[0]).dtype}};
     };
     d.cpu = conv_grad_b_cpu;
-    d.cuda = DENSE_CUDA(conv_grad_b_cuda);
+    d.cuda = CTDET_CUDA_FN(conv_grad_b_cuda);
     r.add(d);
   }
 
@@ -435,7 +420,7 @@ void register_dense_ops(OpRegistry& r) {
     };
     d.inplace = true;  // y = x * scale + shift per element; backward reads x only for dgamma
     d.cpu = bn_fwd_cpu;
-    d.cuda = DENSE_CUDA(bn_fwd_cuda);
+    d.cuda = CTDET_CUDA_FN(bn_fwd_cuda);
     r.add(d);
   }
   const char* bn_grads[3] = {"batchnorm_frozen_grad_x", "batchnorm_frozen_grad_gamma", "batchnorm_frozen_grad_beta"};
@@ -458,7 +443,7 @@ void register_dense_ops(OpRegistry& r) {
 #if CTDET_WITH_CUDA
     d.cuda = [which](OpContext& c) { bn_grad_cuda(c, which); };
 #else
-    d.cuda = no_cuda;
+    d.cuda = cuda_not_built;
 #endif
     r.add(d);
   }
@@ -479,7 +464,7 @@ void register_dense_ops(OpRegistry& r) {
       b.contribute(0, "max_pool_grad", {b.grad_out(), b.in(0)}, p);
     };
     d.cpu = pool_fwd_cpu;
-    d.cuda = DENSE_CUDA(pool_fwd_cuda);
+    d.cuda = CTDET_CUDA_FN(pool_fwd_cuda);
     r.add(d);
   }
   {
@@ -493,7 +478,7 @@ void register_dense_ops(OpRegistry& r) {
       return {{shp(g, n.inputs[1]), g.value(n.inputs[0]).dtype}};
     };
     d.cpu = pool_grad_cpu;
-    d.cuda = DENSE_CUDA(pool_grad_cuda);
+    d.cuda = CTDET_CUDA_FN(pool_grad_cuda);
     r.add(d);
   }
 }

@@ -52,14 +52,6 @@ namespace {
 
 using namespace op_util;
 
-#if !CTDET_WITH_CUDA
-[[noreturn]] void no_cuda(OpContext& c) {
-  CTDET_FAIL("node '", c.node->name, "' (", c.node->op, "): CUDA requested but ctdet was built without CUDA");
-}
-#define CUDA_FN(f) no_cuda
-#else
-#define CUDA_FN(f) f
-#endif
 
 // Float ops whose first output is an index: dispatch on input 0's dtype instead.
 #define CTDET_FLOAT_IN_OP(c, ...) \
@@ -206,7 +198,7 @@ void register_det_ops(OpRegistry& r) {
       b.contribute(0, "crop_and_resize_grad", {b.grad_out(), b.in(1), b.in(2)}, p);
     };
     d.cpu = crop_cpu;
-    d.cuda = CUDA_FN(det_crop_and_resize_cuda);
+    d.cuda = CTDET_CUDA_FN(det_crop_and_resize_cuda);
     r.add(d);
   }
   {
@@ -224,7 +216,7 @@ void register_det_ops(OpRegistry& r) {
       return one(Shape{p.N, p.C, p.H, p.W}, dt(g, n.inputs[0]));
     };
     d.cpu = crop_grad_cpu;
-    d.cuda = CUDA_FN(det_crop_and_resize_grad_cuda);
+    d.cuda = CTDET_CUDA_FN(det_crop_and_resize_grad_cuda);
     r.add(d);
   }
   {
@@ -243,7 +235,7 @@ void register_det_ops(OpRegistry& r) {
       b.contribute(0, "roi_align_grad", {b.grad_out(), b.in(1)}, p);
     };
     d.cpu = roi_cpu;
-    d.cuda = CUDA_FN(det_roi_align_cuda);
+    d.cuda = CTDET_CUDA_FN(det_roi_align_cuda);
     r.add(d);
   }
   {
@@ -260,7 +252,7 @@ void register_det_ops(OpRegistry& r) {
       return one(Shape{p.N, p.C, p.H, p.W}, dt(g, n.inputs[0]));
     };
     d.cpu = roi_grad_cpu;
-    d.cuda = CUDA_FN(det_roi_align_grad_cuda);
+    d.cuda = CTDET_CUDA_FN(det_roi_align_grad_cuda);
     r.add(d);
   }
   {
@@ -274,7 +266,7 @@ void register_det_ops(OpRegistry& r) {
       return one(Shape{anchor_count(a.params, a.Hf, a.Wf), 4}, g.dtype());
     };
     d.cpu = anchors_cpu;
-    d.cuda = CUDA_FN(det_anchors_cuda);
+    d.cuda = CTDET_CUDA_FN(det_anchors_cuda);
     r.add(d);
   }
   {
@@ -293,7 +285,7 @@ void register_det_ops(OpRegistry& r) {
       return one(codes, dt(g, n.inputs[0]));
     };
     d.cpu = decode_cpu;
-    d.cuda = CUDA_FN(det_box_decode_cuda);
+    d.cuda = CTDET_CUDA_FN(det_box_decode_cuda);
     r.add(d);
   }
   {
@@ -310,7 +302,7 @@ void register_det_ops(OpRegistry& r) {
       return one(shp(g, n.inputs[0]), dt(g, n.inputs[0]));
     };
     d.cpu = encode_cpu;
-    d.cuda = CUDA_FN(det_box_encode_cuda);
+    d.cuda = CTDET_CUDA_FN(det_box_encode_cuda);
     r.add(d);
   }
   {
@@ -326,7 +318,7 @@ void register_det_ops(OpRegistry& r) {
     };
     d.inplace = true;
     d.cpu = clip_cpu;
-    d.cuda = CUDA_FN(det_clip_boxes_cuda);
+    d.cuda = CTDET_CUDA_FN(det_clip_boxes_cuda);
     r.add(d);
   }
   {
@@ -340,7 +332,7 @@ void register_det_ops(OpRegistry& r) {
       return one(Shape{shp(g, n.inputs[0])[0], shp(g, n.inputs[1])[0]}, dt(g, n.inputs[0]));
     };
     d.cpu = iou_cpu;
-    d.cuda = CUDA_FN(det_box_iou_cuda);
+    d.cuda = CTDET_CUDA_FN(det_box_iou_cuda);
     r.add(d);
   }
   {
@@ -366,7 +358,7 @@ void register_det_ops(OpRegistry& r) {
       return nms_ws_bound(m);
     };
     d.cpu = nms_cpu_op;
-    d.cuda = CUDA_FN(det_nms_cuda);
+    d.cuda = CTDET_CUDA_FN(det_nms_cuda);
     r.add(d);
   }
   {
@@ -388,7 +380,7 @@ void register_det_ops(OpRegistry& r) {
       return topk_ws_bound(m);
     };
     d.cpu = topk_cpu_op;
-    d.cuda = CUDA_FN(det_topk_cuda);
+    d.cuda = CTDET_CUDA_FN(det_topk_cuda);
     r.add(d);
   }
   {
@@ -411,7 +403,7 @@ void register_det_ops(OpRegistry& r) {
       return sampler_ws_bound(m);
     };
     d.cpu = sample_cpu;
-    d.cuda = CUDA_FN(det_balanced_sample_cuda);
+    d.cuda = CTDET_CUDA_FN(det_balanced_sample_cuda);
     r.add(d);
   }
 }

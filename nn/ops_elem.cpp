@@ -51,14 +51,6 @@ namespace {
 
 using namespace op_util;
 
-#if !CTDET_WITH_CUDA
-[[noreturn]] void no_cuda(OpContext& c) {
-  CTDET_FAIL("node '", c.node->name, "' (", c.node->op, "): CUDA requested but ctdet was built without CUDA");
-}
-#define CUDA_FN(f) no_cuda
-#else
-#define CUDA_FN(f) f
-#endif
 
 // ---- relu6 --------------------------------------------------------------------------------------------
 void relu6_cpu(OpContext& c) {
@@ -239,7 +231,7 @@ void register_loss(OpRegistry& r, int kind) {
 #if CTDET_WITH_CUDA
     d.cuda = [kind](OpContext& c) { elem_loss_cuda(c, kind); };
 #else
-    d.cuda = no_cuda;
+    d.cuda = cuda_not_built;
 #endif
     r.add(d);
   }
@@ -258,7 +250,7 @@ void register_loss(OpRegistry& r, int kind) {
 #if CTDET_WITH_CUDA
     d.cuda = [kind](OpContext& c) { elem_loss_grad_cuda(c, kind); };
 #else
-    d.cuda = no_cuda;
+    d.cuda = cuda_not_built;
 #endif
     r.add(d);
   }
@@ -279,7 +271,7 @@ void register_elem_ops(OpRegistry& r) {
     d.inplace = true;
     d.cheap = true;
     d.cpu = relu6_cpu;
-    d.cuda = CUDA_FN(elem_relu6_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_relu6_cuda);
     r.add(d);
   }
   {
@@ -293,7 +285,7 @@ void register_elem_ops(OpRegistry& r) {
     };
     d.inplace = true;
     d.cpu = relu6_grad_cpu;
-    d.cuda = CUDA_FN(elem_relu6_grad_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_relu6_grad_cuda);
     r.add(d);
   }
   {
@@ -318,7 +310,7 @@ void register_elem_ops(OpRegistry& r) {
     d.inplace = true;
     d.cheap = true;  // frozen BN + ReLU: recomputed in backward when the memory budget asks (DESIGN.md)
     d.cpu = bn_add_relu_cpu;
-    d.cuda = CUDA_FN(elem_bn_add_relu_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_bn_add_relu_cuda);
     r.add(d);
   }
   {
@@ -334,7 +326,7 @@ void register_elem_ops(OpRegistry& r) {
     };
     d.inplace = true;
     d.cpu = bn_add_relu_grad_x_cpu;
-    d.cuda = CUDA_FN(elem_bn_add_relu_grad_x_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_bn_add_relu_grad_x_cuda);
     r.add(d);
   }
   {
@@ -364,7 +356,7 @@ void register_elem_ops(OpRegistry& r) {
       }
     };
     d.cpu = concat_cpu;
-    d.cuda = CUDA_FN(elem_concat_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_concat_cuda);
     r.add(d);
   }
   {
@@ -385,7 +377,7 @@ void register_elem_ops(OpRegistry& r) {
       b.contribute(0, "slice_grad", {b.grad_out()}, SliceGradAttrs{a.c0, a.count, b.graph().value(b.in(0)).shape});
     };
     d.cpu = slice_cpu;
-    d.cuda = CUDA_FN(elem_slice_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_slice_cuda);
     r.add(d);
   }
   {
@@ -400,7 +392,7 @@ void register_elem_ops(OpRegistry& r) {
       return one(a.x_shape, dt(g, n.inputs[0]));
     };
     d.cpu = slice_grad_cpu;
-    d.cuda = CUDA_FN(elem_slice_grad_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_slice_grad_cuda);
     r.add(d);
   }
   {
@@ -417,7 +409,7 @@ void register_elem_ops(OpRegistry& r) {
       b.contribute(0, "gather_rows_grad", {b.grad_out(), b.in(1)}, InputShapeAttrs{b.graph().value(b.in(0)).shape});
     };
     d.cpu = gather_rows_cpu;
-    d.cuda = CUDA_FN(elem_gather_rows_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_gather_rows_cuda);
     r.add(d);
   }
   {
@@ -433,7 +425,7 @@ void register_elem_ops(OpRegistry& r) {
       return one(xs, dt(g, n.inputs[0]));
     };
     d.cpu = gather_rows_grad_cpu;
-    d.cuda = CUDA_FN(elem_gather_rows_grad_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_gather_rows_grad_cuda);
     r.add(d);
   }
   {
@@ -455,7 +447,7 @@ void register_elem_ops(OpRegistry& r) {
       else b.contribute(0, "pool2d_grad", {b.grad_out()}, p);  // average pooling does not keep x alive
     };
     d.cpu = pool2d_cpu;
-    d.cuda = CUDA_FN(elem_pool2d_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_pool2d_cuda);
     r.add(d);
   }
   {
@@ -477,7 +469,7 @@ void register_elem_ops(OpRegistry& r) {
       return one(Shape{p.N, p.C, p.H, p.W}, dt(g, n.inputs[0]));
     };
     d.cpu = pool2d_grad_cpu;
-    d.cuda = CUDA_FN(elem_pool2d_grad_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_pool2d_grad_cuda);
     r.add(d);
   }
   {
@@ -494,7 +486,7 @@ void register_elem_ops(OpRegistry& r) {
       b.contribute(0, "global_avg_pool_grad", {b.grad_out()}, InputShapeAttrs{b.graph().value(b.in(0)).shape});
     };
     d.cpu = gap_cpu;
-    d.cuda = CUDA_FN(elem_gap_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_gap_cuda);
     r.add(d);
   }
   {
@@ -508,7 +500,7 @@ void register_elem_ops(OpRegistry& r) {
       return one(xs, dt(g, n.inputs[0]));
     };
     d.cpu = gap_grad_cpu;
-    d.cuda = CUDA_FN(elem_gap_grad_cuda);
+    d.cuda = CTDET_CUDA_FN(elem_gap_grad_cuda);
     r.add(d);
   }
   for (int kind = 0; kind < 3; ++kind) register_loss(r, kind);

@@ -7,29 +7,12 @@
 
 namespace ctdet {
 
+using namespace opio;
+
 namespace {
 
-const float* fin(const OpContext& c, size_t i) {
-  CTDET_CHECK(c.in[i].dtype == DType::F32, "node '", c.node->name, "' (", c.node->op,
-              "): the CUDA backend runs f32 only, input ", i, " is ", dtype_name(c.in[i].dtype));
-  return static_cast<const float*>(c.in[i].data);
-}
 const float* fin_opt(const OpContext& c, int slot) { return slot < 0 ? nullptr : fin(c, size_t(slot)); }
-const int32_t* iin(const OpContext& c, size_t i) {
-  CTDET_CHECK(c.in[i].dtype == DType::I32, "node '", c.node->name, "' (", c.node->op, "): input ", i,
-              " must be int32, is ", dtype_name(c.in[i].dtype));
-  return static_cast<const int32_t*>(c.in[i].data);
-}
 const int32_t* iin_opt(const OpContext& c, int slot) { return slot < 0 ? nullptr : iin(c, size_t(slot)); }
-float* fout(const OpContext& c, size_t i) {
-  CTDET_CHECK(c.out[i].dtype == DType::F32, "node '", c.node->name, "' (", c.node->op,
-              "): the CUDA backend runs f32 only, output ", i, " is ", dtype_name(c.out[i].dtype));
-  return static_cast<float*>(c.out[i].data);
-}
-CudaContext& ctx(const OpContext& c) {
-  CTDET_CHECK(c.cuda != nullptr, "node '", c.node->name, "' (", c.node->op, "): no CudaContext");
-  return *c.cuda;
-}
 
 }  // namespace
 

@@ -1,5 +1,8 @@
 #include "train/detections_io.h"
 
+#include "io/coco.h"
+#include "io/via.h"
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -286,6 +289,33 @@ std::vector<Detection> read_detections(const std::string& path, const CocoIdMap&
                                        const std::vector<std::string>& class_names) {
   const bool is_json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
   return is_json ? read_detections_coco_json(path, ids) : read_detections_csv(path, class_names);
+}
+
+Dataset read_ground_truth(const std::string& path, const std::vector<std::string>& classes,
+                          const std::string& class_attr, const std::string& image_dir,
+                          std::vector<long long>* category_ids) {
+  category_ids->clear();
+  ViaOptions vo;
+  if (!classes.empty()) vo.class_names = classes;
+  if (!class_attr.empty()) vo.class_attr = class_attr;
+  vo.image_dir = image_dir;
+  if (path.size() >= 4 && path.compare(path.size() - 4, 4, ".csv") == 0) return read_via_csv(path, vo);
+  const std::string text = read_file(path);
+  nlohmann::json probe;
+  try {
+    probe = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    CTDET_FAIL(path, ": not valid JSON: ", e.what());
+  }
+  if (probe.is_object() && probe.contains("images") && probe.contains("annotations")) {
+    CocoOptions co;
+    co.class_names = classes;
+    co.image_dir = image_dir;
+    Dataset ds = parse_coco(text, path, co);
+    *category_ids = coco_category_ids(text, path, ds.class_names);
+    return ds;
+  }
+  return parse_via_json(text, path, vo);
 }
 
 }  // namespace ctdet

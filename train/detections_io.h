@@ -47,6 +47,14 @@ void write_detections_csv(const std::string& path, const std::vector<Detection>&
                           const std::vector<std::string>& class_names);
 
 // By extension: ".json" → COCO results, else CSV.
+// Ground truth for evaluation: a VIA CSV (by extension), a COCO dataset JSON (has "images" and
+// "annotations"), or a VIA project/export JSON. `classes` (optional) fixes the class order; `class_attr` is the
+// VIA region attribute holding the class (empty: the importer's default); file paths are resolved under
+// `image_dir`. For COCO, *category_ids receives the category id of each class (else it is left empty).
+Dataset read_ground_truth(const std::string& path, const std::vector<std::string>& classes,
+                          const std::string& class_attr, const std::string& image_dir,
+                          std::vector<long long>* category_ids);
+
 std::vector<Detection> read_detections(const std::string& path, const CocoIdMap& ids,
                                        const std::vector<std::string>& class_names);
 
