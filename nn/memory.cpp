@@ -70,7 +70,11 @@ void DeviceBuffer::fill_bytes(size_t offset, size_t bytes, unsigned char v) {
     return;
   }
 #if CTDET_WITH_CUDA
+  // The work streams are non-blocking (CudaContext): they do not wait for the legacy default stream, and
+  // cudaMemset may return before it is done. Synchronise the device on both sides.
+  CTDET_CUDA_CHECK(cudaDeviceSynchronize());
   CTDET_CUDA_CHECK(cudaMemset(static_cast<char*>(ptr_) + offset, v, bytes));
+  CTDET_CUDA_CHECK(cudaDeviceSynchronize());
 #endif
 }
 
@@ -80,6 +84,9 @@ void copy_to_device(Device d, void* dst, const void* src, size_t bytes) {
     return;
   }
 #if CTDET_WITH_CUDA
+  // Kernels on a non-blocking stream may still read dst: a plain cudaMemcpy (legacy default stream) does
+  // not wait for them. Found on an H200 under compute-sanitizer (slower kernels): results read before ready.
+  CTDET_CUDA_CHECK(cudaDeviceSynchronize());
   CTDET_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 #else
   CTDET_FAIL("CUDA copy requested but ctdet was built without CUDA");
@@ -92,6 +99,8 @@ void copy_to_host(Device d, void* dst, const void* src, size_t bytes) {
     return;
   }
 #if CTDET_WITH_CUDA
+  // Wait for the work streams (non-blocking, so cudaMemcpy alone would not) before reading results.
+  CTDET_CUDA_CHECK(cudaDeviceSynchronize());
   CTDET_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 #else
   CTDET_FAIL("CUDA copy requested but ctdet was built without CUDA");

@@ -96,7 +96,8 @@ TEST(CropAndResizeGpu, MatchesCpuOnResnetShape) {
   ctx.synchronize();
   auto e = compare(dy_out.host(), y_cpu);
   print_err("crop_and_resize fwd cuda vs cpu (300 boxes, 1024x38x38)", e);
-  EXPECT_LT(e.max_abs, 1e-5);
+  // Inputs in [-1,1]; the device contracts the bilinear weights' products into FMAs (H200: 1.03e-5).
+  EXPECT_LT(e.max_abs, 5e-5);
   e = compare(ddx.host(), dx_cpu, 1e-3);
   print_err("crop_and_resize bwd cuda vs cpu", e);
   EXPECT_LT(e.max_abs, 2e-3);  // up to ~300 atomically summed contributions per pixel
@@ -190,9 +191,11 @@ TEST(BoxesGpu, AnchorsCoderClipIouMatchCpu) {
   e = compare(dc.host(), c_cpu, 1e-2);
   print_err("box_encode cuda vs cpu", e);
   EXPECT_LT(e.max_abs, 1e-4);
-  e = compare(dd.host(), d_cpu, 1.0);
-  print_err("box_decode cuda vs cpu", e);
-  EXPECT_LT(e.max_rel, 1e-5);
+  // Errors relative to the image scale (coordinates near 0 come from cancellation of ~800 px terms and
+  // expf differs from std::exp by an ulp): floor 1024 px.
+  e = compare(dd.host(), d_cpu, 1024.0);
+  print_err("box_decode cuda vs cpu (rel to 1024 px)", e);
+  EXPECT_LT(e.max_rel, 1e-6);
 
   const float window[4] = {0, 0, 800, 600};
   std::vector<float> cl_cpu(boxes.size());

@@ -191,10 +191,14 @@ TEST(GraphOpsGpu, DetectionChainMatchesCpu) {
     e->run();
   }
   ctx.synchronize();
-  for (ValueId v : {anchors, dec, clipped, topk[1], enc}) {
-    auto e = tu::compare(eg.get<float>(v), ec.get<float>(v), 1e-3);
-    tu::print_err(g.value(v).name + " (cuda vs cpu)", e);
-    EXPECT_LT(e.max_rel, 1e-5) << g.value(v).name;
+  // Pixel coordinates are compared relative to the image scale (1024 px: values near 0 come from cancellation
+  // and expf differs from std::exp by an ulp); codes relative to 1; anchors and top-k values are exact.
+  struct Tol { ValueId v; double floor, rel; };
+  for (const Tol& t : {Tol{anchors, 1e-6, 0.0}, Tol{dec, 1024.0, 1e-6}, Tol{clipped, 1024.0, 1e-6},
+                       Tol{topk[1], 1e-6, 0.0}, Tol{enc, 1.0, 1e-4}}) {
+    auto e = tu::compare(eg.get<float>(t.v), ec.get<float>(t.v), t.floor);
+    tu::print_err(g.value(t.v).name + " (cuda vs cpu)", e);
+    EXPECT_LE(e.max_rel, t.rel) << g.value(t.v).name;
   }
   for (ValueId v : {nms[0], nms[1], topk[0], samp[0], samp[1]}) {
     auto a = eg.get<int32_t>(v), b = ec.get<int32_t>(v);
