@@ -1,0 +1,98 @@
+// `ctdet monitor --series DIR --detections dets.csv --out DIR`: one patient's lesions followed from study to
+// study per lung zone (patient right/left x upper/middle/lower) and class, from per-slice detections
+// (train/monitor.h). Writes monitor.csv, monitor.md and monitor.html (self-contained, SVG charts).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "apps/args.h"
+#include "apps/command.h"
+#include "nn/error.h"
+#include "train/detections_io.h"
+#include "train/monitor.h"
+
+namespace {
+
+using ctdet::app::Args;
+
+void monitor_usage() {
+  std::printf(
+      "usage: ctdet monitor --series PATH --detections FILE --out DIR [options]\n\n"
+      "  --series PATH            manifest.json of the patient's studies (or its folder), as `ctdet synth --series`\n"
+      "                           writes it: studies with date, folder and slices (apex to base, or by \"z\"),\n"
+      "                           or a study with \"dicom_dir\" (a DICOM series; values in HU)\n"
+      "  --detections FILE        detections per slice: CSV image,class,score,x1,y1,x2,y2 or COCO results JSON\n"
+      "                           (.json; image ids 1..N in manifest order). CSV image = <folder>/<file>\n"
+      "  --out DIR                folder for monitor.csv, monitor.md, monitor.html\n"
+      "  --classes A,B,C          class names (default GGO,CD,GGO+CD)\n"
+      "  --min-score S            ignore detections below S (default 0.5)\n"
+      "  --change-threshold F     relative area change beyond which larger/smaller (default 0.2)\n"
+      "  --orientation O          radiological (patient's left on the image right; default) or neurological;\n"
+      "                           DICOM slices use their ImageOrientationPatient when present\n"
+      "  --units U                auto (default: hu for DICOM studies, u8 for PNG), hu or u8 (lung window -600/1500)\n"
+      "  --body-threshold V       body = above V (default -500 HU, or its lung-window level for u8)\n"
+      "  --lung-threshold V       aerated lung = below V inside the body (default -320 HU)\n"
+      "  --lesion-threshold V     lesion pixels = at or above V inside boxes and lungs (default -750 HU)\n"
+      "  --closing-radius N       lung mask closing radius in pixels (default 3%% of the image side)\n");
+}
+
+int run_monitor_cmd(const std::vector<std::string>& argv) {
+  for (const auto& a : argv)
+    if (a == "--help" || a == "-h") {
+      monitor_usage();
+      return 0;
+    }
+  Args a("monitor", argv,
+         {"series", "detections", "out", "classes", "min-score", "change-threshold", "orientation", "units",
+          "body-threshold", "lung-threshold", "lesion-threshold", "closing-radius"},
+         {});
+  if (!a.has("series") || !a.has("detections") || !a.has("out")) {
+    monitor_usage();
+    return 2;
+  }
+  const ctdet::MonitorSeries series = ctdet::read_monitor_manifest(a.get("series"));
+  int dicom = 0;
+  for (const auto& s : series.studies) dicom += s.dicom;
+  std::string units = a.get("units", "auto");
+  CTDET_CHECK(units == "auto" || units == "hu" || units == "u8", "monitor: --units must be auto, hu or u8, got '",
+              units, "'");
+  if (units == "auto") {
+    CTDET_CHECK(dicom == 0 || dicom == int(series.studies.size()), "monitor: ", dicom, " of ",
+                series.studies.size(), " studies are DICOM (HU) and the others 8-bit images; pass --units");
+    units = dicom ? "hu" : "u8";
+  }
+  ctdet::MonitorOptions opt = units == "hu" ? ctdet::MonitorOptions{} : ctdet::monitor_options_u8();
+  opt.body_threshold = float(a.get_double("body-threshold", opt.body_threshold));
+  opt.lung_threshold = float(a.get_double("lung-threshold", opt.lung_threshold));
+  opt.lesion_threshold = float(a.get_double("lesion-threshold", opt.lesion_threshold));
+  opt.closing_radius = a.get_int("closing-radius", opt.closing_radius);
+  opt.min_score = float(a.get_double("min-score", opt.min_score));
+  opt.change_threshold = a.get_double("change-threshold", opt.change_threshold);
+  CTDET_CHECK(opt.change_threshold >= 0, "monitor: --change-threshold ", opt.change_threshold, " must be >= 0");
+  const std::string orient = a.get("orientation", "radiological");
+  CTDET_CHECK(orient == "radiological" || orient == "neurological",
+              "monitor: --orientation must be radiological or neurological, got '", orient, "'");
+  opt.radiological = orient == "radiological";
+  const std::vector<std::string> classes = a.has("classes") ? ctdet::app::split_list(a.get("classes"), "monitor: --classes")
+                                                            : ctdet::default_class_names();
+
+  // Per-slice detections: from a results file now; the detector can stand behind the same DetectionSource.
+  const ctdet::Dataset ds = ctdet::monitor_dataset(series, classes);
+  const std::vector<ctdet::Detection> dets =
+      ctdet::read_detections(a.get("detections"), ctdet::make_coco_id_map(ds), classes);
+  const std::vector<std::string> unknown = ctdet::unknown_detection_ids(series, dets);
+  CTDET_CHECK(unknown.empty(), "monitor: ", unknown.size(), " image id(s) of '", a.get("detections"),
+              "' name no slice of the series, e.g. '", unknown.empty() ? "" : unknown[0],
+              "' (CSV ids are <folder>/<file>, e.g. '", ds.images.empty() ? "" : ds.images[0].id, "')");
+  const ctdet::DetectionSource source = ctdet::detections_by_image(dets);
+
+  const ctdet::MonitorReport r = ctdet::run_monitor(series, source, ctdet::load_monitor_image, opt, classes);
+  const ctdet::MonitorPaths p = ctdet::write_monitor_outputs(r, a.get("out"));
+  std::printf("%s\n", ctdet::monitor_markdown(r).c_str());
+  std::printf("wrote %s\n      %s\n      %s\n", p.csv.c_str(), p.md.c_str(), p.html.c_str());
+  return 0;
+}
+
+}  // namespace
+
+CTDET_COMMAND("monitor", "follow one patient's lesions across studies per lung zone and class", run_monitor_cmd);
