@@ -88,6 +88,7 @@ void copy_to_device(Device d, void* dst, const void* src, size_t bytes) {
   // not wait for them. Found on an H200 under compute-sanitizer (slower kernels): results read before ready.
   CTDET_CUDA_CHECK(cudaDeviceSynchronize());
   CTDET_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+  CTDET_CUDA_CHECK(cudaDeviceSynchronize());  // a pageable copy may return before its DMA completes
 #else
   CTDET_FAIL("CUDA copy requested but ctdet was built without CUDA");
 #endif

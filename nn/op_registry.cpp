@@ -1,4 +1,5 @@
 #include "nn/op_registry.h"
+#include "nn/ops_frcnn.h"
 
 namespace ctdet {
 
@@ -27,6 +28,7 @@ const OpRegistry& ops() {
     register_dense_ops(r);
     register_elem_ops(r);
     register_det_ops(r);
+    register_frcnn_ops(r);
     return r;
   }();
   return registry;
