@@ -112,6 +112,8 @@ if command -v compute-sanitizer >/dev/null; then
   for t in "$BUILD"/test_*_gpu; do
     [ -x "$t" ] || continue
     n=$(basename "$t")
+    # SANITIZER_ONLY="test_a_gpu test_b_gpu": limit the (slow) memcheck pass to these executables.
+    if [ -n "${SANITIZER_ONLY:-}" ] && [[ " $SANITIZER_ONLY " != *" $n "* ]]; then continue; fi
     timeout ${SANITIZER_TIMEOUT:-120} compute-sanitizer --tool memcheck --error-exitcode 9 "$t" > "$OUT_DIR/sanitizer_$n.log" 2>&1
     rc=$?
     echo "- $n: rc $rc, $(grep -c 'Invalid\|ERROR SUMMARY: [1-9]' "$OUT_DIR/sanitizer_$n.log") findings" >> "$SUMMARY"

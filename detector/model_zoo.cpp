@@ -1,6 +1,7 @@
 #include "detector/model_zoo.h"
 
 #include "detector/backbone/resnet.h"
+#include "detector/faster_rcnn.h"
 #include "kernels/crop_and_resize.h"
 #include "kernels/pool.h"
 #include "nn/autograd.h"
@@ -77,13 +78,36 @@ ModelGraph build_resnet101(const ModelSpec& s, bool c4) {
   return m;
 }
 
+// The full detector with the study's config (3 lesion classes): training graph with the four losses and backward,
+// or the inference graph through post-processing.
+ModelGraph build_detector(const ModelSpec& s, BackboneKind kind) {
+  FasterRcnnConfig cfg;
+  cfg.backbone = kind;
+  DetectorShape shape;
+  shape.batch = s.batch;
+  shape.height = s.height;
+  shape.width = s.width;
+  shape.train = s.train;
+  DetectorGraph d = build_faster_rcnn(cfg, shape);
+  ModelGraph m;
+  m.graph = std::move(d.graph);
+  m.input = d.image;
+  m.output = s.train ? d.loss : d.det_boxes;
+  m.description = d.description;
+  return m;
+}
+
 }  // namespace
 
-std::vector<std::string> known_models() { return {"mlp", "resnet101_backbone", "resnet101_c4"}; }
+std::vector<std::string> known_models() {
+  return {"faster_rcnn_resnet101", "faster_rcnn_inception_v2", "mlp", "resnet101_backbone", "resnet101_c4"};
+}
 
 ModelGraph build_model_graph(const ModelSpec& spec) {
   CTDET_CHECK(spec.height > 0 && spec.width > 0 && spec.batch > 0, "model '", spec.name, "': size ", spec.height, "x",
               spec.width, " batch ", spec.batch, " must be positive");
+  if (spec.name == "faster_rcnn_resnet101") return build_detector(spec, BackboneKind::ResNet101);
+  if (spec.name == "faster_rcnn_inception_v2") return build_detector(spec, BackboneKind::InceptionV2);
   if (spec.name == "mlp") return build_mlp(spec);
   if (spec.name == "resnet101_backbone") return build_resnet101(spec, false);
   if (spec.name == "resnet101_c4") return build_resnet101(spec, true);

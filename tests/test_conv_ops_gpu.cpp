@@ -38,11 +38,13 @@ struct DevBuf {
   void upload(const std::vector<float>& v) {
     if (n) {
       EXPECT_EQ(cudaMemcpy(p, v.data(), n * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+    cudaDeviceSynchronize();  // the copy must land before kernels on the non-blocking stream read it
     }
   }
   std::vector<float> download() const {
     std::vector<float> v(n);
     if (n) {
+      cudaDeviceSynchronize();  // wait for the work stream (non-blocking) before reading
       EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
     }
     return v;

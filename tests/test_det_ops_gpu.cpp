@@ -31,12 +31,14 @@ struct Dev {
   explicit Dev(size_t count) : n(count) { CTDET_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T))); }
   explicit Dev(const std::vector<T>& h) : Dev(h.size()) {
     if (n) CTDET_CUDA_CHECK(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice));
+    cudaDeviceSynchronize();  // the copy must land before kernels on the non-blocking stream read it
   }
   ~Dev() { cudaFree(p); }
   Dev(const Dev&) = delete;
   Dev& operator=(const Dev&) = delete;
   std::vector<T> host() const {
     std::vector<T> h(n);
+    cudaDeviceSynchronize();  // wait for the work stream (non-blocking) before reading
     if (n) CTDET_CUDA_CHECK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
     return h;
   }

@@ -45,11 +45,13 @@ struct DevBuf {
   void upload(const std::vector<T>& h) {
     if (n) {
       EXPECT_EQ(cudaMemcpy(p, h.data(), n * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+    cudaDeviceSynchronize();  // the copy must land before kernels on the non-blocking stream read it
     }
   }
   std::vector<T> download() const {
     std::vector<T> h(n);
     if (n) {
+      cudaDeviceSynchronize();  // wait for the work stream (non-blocking) before reading
       EXPECT_EQ(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
     }
     return h;

@@ -1,0 +1,170 @@
+// Whole-model benchmark: training step (forward + backward + SGD update) and inference of the study's two
+// detectors (ResNet-101 and Inception-v2 Faster R-CNN, 3 classes, the TF-OD numbers) at 600x600 and 600x1024,
+// batch 1 and 2. CSV on stdout:
+//   model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,planned_peak_mib,params_mib,
+//   device_used_mib,tflops_est
+// Median over --reps runs after --warmup runs; on CUDA each run ends with a stream synchronisation (the
+// loss/detections are read back, as a trainer or an application would). device_used_mib: the growth of the
+// device's used memory from before the store/plan was allocated to after the runs (cudaMemGetInfo), a
+// high-water proxy that includes cuDNN/cuBLAS handles' own allocations.
+//   bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter SUBSTR]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "detector/session.h"
+#include "kernels/optim.h"
+#include "nn/device.h"
+#if CTDET_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "nn/cuda_context.h"
+#endif
+
+using namespace ctdet;
+
+namespace {
+
+struct Opt {
+  bool cuda = false, quick = false;
+  int reps = 0, warmup = 2;
+  std::string filter;
+};
+
+size_t used_device_bytes() {
+#if CTDET_WITH_CUDA
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) return total_b - free_b;
+#endif
+  return 0;
+}
+
+void fill_batch(Batch& b, int n, int h, int w) {
+  b.n = n;
+  b.height = h;
+  b.width = w;
+  b.data = HostBuffer(size_t(n) * 3 * h * w);
+  for (size_t i = 0; i < b.data.size(); ++i) b.data.data()[i] = float((i * 2654435761u) % 255) - 120.f;
+  b.samples.clear();
+  for (int i = 0; i < n; ++i) {
+    BatchSample s;
+    s.image_id = "bench" + std::to_string(i);
+    s.height = s.orig_height = h;
+    s.width = s.orig_width = w;
+    // Two lesions per image, so both stages have positives.
+    s.boxes.push_back(Box{w * 0.2f, h * 0.3f, w * 0.45f, h * 0.6f, 1});
+    s.boxes.push_back(Box{w * 0.55f, h * 0.25f, w * 0.8f, h * 0.5f, 3});
+    b.samples.push_back(s);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Opt o;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_model: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--device") o.cuda = next() == "cuda";
+    else if (a == "--reps") o.reps = std::atoi(next().c_str());
+    else if (a == "--warmup") o.warmup = std::atoi(next().c_str());
+    else if (a == "--quick") o.quick = true;
+    else if (a == "--filter") o.filter = next();
+    else {
+      std::fprintf(stderr, "usage: bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter S]\n");
+      return 2;
+    }
+  }
+  try {
+    if (o.cuda && !cuda_device_available()) {
+      std::fprintf(stderr, "bench_model: no CUDA device: %s\n", cuda_unavailable_reason().c_str());
+      return 1;
+    }
+    const int reps = o.reps > 0 ? o.reps : (o.cuda ? (o.quick ? 5 : 10) : (o.quick ? 1 : 3));
+#if CTDET_WITH_CUDA
+    std::unique_ptr<CudaContext> ctx;
+    if (o.cuda) ctx = std::make_unique<CudaContext>(0);
+    CudaContext* cx = ctx.get();
+#else
+    CudaContext* cx = nullptr;
+#endif
+    const Device dev = o.cuda ? Device::CUDA : Device::CPU;
+    std::printf("model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,planned_peak_mib,params_mib,"
+                "device_used_mib\n");
+    struct Case {
+      BackboneKind kind;
+      bool train;
+      int n, h, w;
+    };
+    std::vector<Case> cases;
+    for (BackboneKind k : {BackboneKind::ResNet101, BackboneKind::InceptionV2})
+      for (bool train : {true, false})
+        for (int n : {1, 2})
+          for (int w : {600, 1024}) {
+            if (!o.cuda && (n == 2 || w == 1024 || train)) continue;  // CPU: inference 600x600 batch 1 only
+            if (o.quick && n == 2 && w == 1024) continue;
+            cases.push_back({k, train, n, 600, w});
+          }
+    for (const Case& c : cases) {
+      const std::string name = c.kind == BackboneKind::ResNet101 ? "faster_rcnn_resnet101" : "faster_rcnn_inception_v2";
+      const std::string tag = name + (c.train ? " train" : " infer");
+      if (!o.filter.empty() && tag.find(o.filter) == std::string::npos) continue;
+      FasterRcnnConfig cfg;
+      cfg.backbone = c.kind;
+      const size_t used0 = o.cuda ? used_device_bytes() : 0;
+      ParamStore ps(dev, DType::F32);
+      declare_faster_rcnn_params(ps, cfg);
+      ps.allocate();
+      init_faster_rcnn_params(ps, cfg, 1);
+      DetectorSession s(cfg, ps, dev, cx);
+      Batch b;
+      fill_batch(b, c.n, c.h, c.w);
+      SgdParams sp;
+      sp.lr = 1e-6;
+      std::vector<double> ms;
+      for (int r = 0; r < o.warmup + reps; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        if (c.train) {
+          ps.zero_grads();
+          StepLosses l = s.train_step(b, r);
+          Tensor p = ps.all_params(), g = ps.all_grads(), m = ps.all_momentum();
+#if CTDET_WITH_CUDA
+          if (o.cuda) sgd_momentum_update_cuda(*cx, sp, p.numel(), p.ptr<float>(), m.ptr<float>(), g.ptr<float>());
+          else
+#endif
+            sgd_momentum_update_cpu<float>(sp, p.numel(), p.ptr<float>(), m.ptr<float>(), g.ptr<float>());
+#if CTDET_WITH_CUDA
+          if (o.cuda) cx->synchronize();
+#endif
+          if (!l.non_finite().empty()) std::fprintf(stderr, "%s: non-finite %s\n", tag.c_str(), l.non_finite().c_str());
+        } else {
+          s.detect(b, 0.f);
+        }
+        const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        if (r >= o.warmup) ms.push_back(t);
+      }
+      std::sort(ms.begin(), ms.end());
+      const double med = ms[ms.size() / 2];
+      const double used = o.cuda ? double(used_device_bytes() - used0) / (1 << 20) : 0.0;
+      std::printf("%s,%s,%s,%d,%d,%d,%.3f,%.3f,%.2f,%.1f,%.1f,%.1f\n", name.c_str(), o.cuda ? "cuda" : "cpu",
+                  c.train ? "train" : "infer", c.n, c.h, c.w, med, ms.front(), 1000.0 * c.n / med,
+                  double(s.planned_peak_bytes()) / (1 << 20), double(ps.bytes()) / (1 << 20), used);
+      std::fflush(stdout);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_model: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,143 @@
+#include "detector/session.h"
+
+#include <cmath>
+#include <cstdio>
+
+namespace ctdet {
+
+void declare_faster_rcnn_params(ParamStore& ps, const FasterRcnnConfig& cfg) {
+  // Parameters do not depend on the input size: a small inference graph declares them all.
+  DetectorShape s;
+  s.height = s.width = 64;
+  DetectorGraph d = build_faster_rcnn(cfg, s, ps.dtype());
+  ps.declare_from(d.graph);
+}
+
+std::string StepLosses::non_finite() const {
+  if (!std::isfinite(rpn_cls)) return "loss_rpn_cls";
+  if (!std::isfinite(rpn_loc)) return "loss_rpn_loc";
+  if (!std::isfinite(cls)) return "loss_cls";
+  if (!std::isfinite(box)) return "loss_box_reg";
+  if (!std::isfinite(total)) return "loss";
+  return "";
+}
+
+DetectorSession::DetectorSession(const FasterRcnnConfig& cfg, ParamStore& params, Device device, CudaContext* cuda,
+                                 size_t memory_budget)
+    : cfg_(cfg), ps_(params), device_(device), cuda_(cuda), budget_(memory_budget) {
+  cfg_.validate();
+  CTDET_CHECK(ps_.allocated(), "DetectorSession: the parameter store must be declared and allocated first");
+  CTDET_CHECK(ps_.device() == device_, "DetectorSession: parameters live on another device than the session's");
+}
+
+DetectorSession::~DetectorSession() = default;
+
+DetectorSession::Entry& DetectorSession::entry(bool train, int n, int h, int w) {
+  auto key = std::make_tuple(train, n, h, w);
+  auto it = cache_.find(key);
+  if (it != cache_.end()) return *(last_ = it->second.get());
+  auto e = std::make_unique<Entry>();
+  DetectorShape s;
+  s.batch = n;
+  s.height = h;
+  s.width = w;
+  s.train = train;
+  e->d = build_faster_rcnn(cfg_, s, ps_.dtype());
+  PlanOptions opt;
+  opt.device = device_;
+  opt.cuda = cuda_;
+  if (budget_ > 0) {
+    std::string log;
+    e->plan = plan_with_budget(e->d.graph, opt, budget_, &log);
+  } else {
+    e->plan = plan_memory(e->d.graph, opt);
+  }
+  e->ex = std::make_unique<Executor>(e->d.graph, e->plan, ps_, device_, cuda_);
+  Entry& ref = *e;
+  cache_[key] = std::move(e);
+  return *(last_ = &ref);
+}
+
+StepLosses DetectorSession::train_step(const Batch& b, int32_t seed) {
+  CTDET_CHECK(b.n > 0 && int(b.samples.size()) == b.n, "train_step: empty or inconsistent batch");
+  Entry& e = entry(true, b.n, b.height, b.width);
+  const int G = cfg_.max_gt_boxes;
+  std::vector<float> gt(size_t(b.n) * G * 4, 0.f);
+  std::vector<int32_t> labels(size_t(b.n) * G, 0), counts(size_t(b.n), 0);
+  for (int i = 0; i < b.n; ++i) {
+    const BatchSample& s = b.samples[size_t(i)];
+    CTDET_CHECK(int(s.boxes.size()) <= G, "image '", s.image_id, "' (", s.file, ") has ", s.boxes.size(),
+                " boxes; the graph holds model.max_gt_boxes = ", G);
+    counts[size_t(i)] = int32_t(s.boxes.size());
+    for (size_t j = 0; j < s.boxes.size(); ++j) {
+      const Box& bx = s.boxes[j];
+      CTDET_CHECK(bx.label >= 1 && bx.label <= cfg_.num_classes, "image '", s.image_id, "' box ", j, " has class ",
+                  bx.label, ", expected 1..", cfg_.num_classes);
+      float* g = &gt[(size_t(i) * G + j) * 4];
+      g[0] = bx.x1;
+      g[1] = bx.y1;
+      g[2] = bx.x2;
+      g[3] = bx.y2;
+      labels[size_t(i) * G + j] = bx.label;
+    }
+  }
+  Executor& ex = *e.ex;
+  ex.set(e.d.image, b.data.data(), size_t(b.n) * 3 * b.height * b.width * sizeof(float));
+  ex.set(e.d.gt_boxes, gt);
+  ex.set(e.d.gt_labels, labels);
+  ex.set(e.d.gt_count, counts);
+  ex.set(e.d.seed, std::vector<int32_t>{seed});
+  ex.run();
+  StepLosses l;
+  l.rpn_cls = ex.get<float>(e.d.loss_rpn_cls)[0];
+  l.rpn_loc = ex.get<float>(e.d.loss_rpn_loc)[0];
+  l.cls = ex.get<float>(e.d.loss_cls)[0];
+  l.box = ex.get<float>(e.d.loss_box)[0];
+  l.total = ex.get<float>(e.d.loss)[0];
+  return l;
+}
+
+std::vector<std::vector<Detection>> DetectorSession::detect(const Batch& b, float score_threshold) {
+  CTDET_CHECK(b.n > 0 && int(b.samples.size()) == b.n, "detect: empty or inconsistent batch");
+  Entry& e = entry(false, b.n, b.height, b.width);
+  Executor& ex = *e.ex;
+  ex.set(e.d.image, b.data.data(), size_t(b.n) * 3 * b.height * b.width * sizeof(float));
+  ex.run();
+  const auto boxes = ex.get<float>(e.d.det_boxes);
+  const auto scores = ex.get<float>(e.d.det_scores);
+  const auto classes = ex.get<int32_t>(e.d.det_classes);
+  const auto counts = ex.get<int32_t>(e.d.det_count);
+  const int64_t T = cfg_.max_total;
+  std::vector<std::vector<Detection>> out(size_t(b.n));
+  for (int i = 0; i < b.n; ++i) {
+    const BatchSample& s = b.samples[size_t(i)];
+    for (int64_t k = 0; k < counts[size_t(i)]; ++k) {
+      const size_t r = size_t(i * T + k);
+      if (scores[r] < score_threshold) continue;
+      Detection d;
+      d.image_id = s.image_id;
+      d.label = classes[r];
+      d.score = scores[r];
+      float x1 = boxes[4 * r], y1 = boxes[4 * r + 1], x2 = boxes[4 * r + 2], y2 = boxes[4 * r + 3];
+      if (s.flipped) {  // mirror back (x' = W - x) before unscaling
+        const float fx1 = float(s.width) - x2, fx2 = float(s.width) - x1;
+        x1 = fx1;
+        x2 = fx2;
+      }
+      auto clampf = [](float v, float hi) { return v < 0 ? 0.f : (v > hi ? hi : v); };
+      d.x1 = clampf(float(x1 / s.scale_x), float(s.orig_width));
+      d.y1 = clampf(float(y1 / s.scale_y), float(s.orig_height));
+      d.x2 = clampf(float(x2 / s.scale_x), float(s.orig_width));
+      d.y2 = clampf(float(y2 / s.scale_y), float(s.orig_height));
+      out[size_t(i)].push_back(d);
+    }
+  }
+  return out;
+}
+
+std::string DetectorSession::last_plan_report() const {
+  return last_ ? last_->plan.report(last_->d.graph) : std::string("(no graph yet)");
+}
+size_t DetectorSession::planned_peak_bytes() const { return last_ ? last_->plan.arena_bytes : 0; }
+
+}  // namespace ctdet

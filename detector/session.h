@@ -1,0 +1,76 @@
+// A detector bound to one parameter store and one device: builds, plans and caches the training and inference
+// graphs per input shape (CT slices are square, so usually one), and runs steps on loader batches.
+//
+//   ParamStore ps(device);  declare_faster_rcnn_params(ps, cfg);  ps.allocate();  init_faster_rcnn_params(ps, cfg, 1);
+//   DetectorSession s(cfg, ps, device, cuda);
+//   StepLosses l = s.train_step(batch, seed);     // forward + backward: ADDS this batch's gradients to ps's grads
+//   auto dets = s.detect(batch, 0.05f);             // per image, original-image pixels
+//
+// Graph shapes: a batch of n images of (H, W) uses the graph for (n, H, W); a new shape builds and plans a new
+// graph (printed once). Memory: plans are made with plan_with_budget when a budget is given (bytes, counting the
+// parameter store), else plan_memory.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "detector/faster_rcnn.h"
+#include "io/annotations.h"
+#include "nn/executor.h"
+#include "nn/planner.h"
+#include "train/loader.h"
+
+namespace ctdet {
+
+struct CudaContext;
+
+// Declares every parameter of the detector (both stages, heads) in ps (before ps.allocate()).
+void declare_faster_rcnn_params(ParamStore& ps, const FasterRcnnConfig& cfg);
+
+struct StepLosses {
+  double rpn_cls = 0, rpn_loc = 0, cls = 0, box = 0, total = 0;
+  // The name of the first non-finite term ("" when all are finite): NaN/Inf detection.
+  std::string non_finite() const;
+};
+
+class DetectorSession {
+ public:
+  DetectorSession(const FasterRcnnConfig& cfg, ParamStore& params, Device device, CudaContext* cuda = nullptr,
+                  size_t memory_budget = 0);
+  ~DetectorSession();
+
+  // One forward+backward over a loader batch (images preprocessed, boxes in network pixels). Gradients are
+  // ADDED to the store's gradients (zero them before the first micro-batch of a step). Throws ctdet::Error naming
+  // the image when it has more than cfg.max_gt_boxes boxes or a label outside 1..num_classes.
+  StepLosses train_step(const Batch& batch, int32_t seed);
+
+  // Detections with score >= score_threshold for each image of the batch, boxes in original-image pixels
+  // (the batch samples' scales), labels 1-based, image_id from the samples.
+  std::vector<std::vector<Detection>> detect(const Batch& batch, float score_threshold);
+
+  // The memory plan report of the last graph used (for logs), and the number of cached graphs.
+  std::string last_plan_report() const;
+  size_t planned_peak_bytes() const;
+  size_t num_graphs() const { return cache_.size(); }
+  const FasterRcnnConfig& config() const { return cfg_; }
+
+ private:
+  struct Entry {
+    DetectorGraph d;
+    MemoryPlan plan;
+    std::unique_ptr<Executor> ex;
+  };
+  Entry& entry(bool train, int n, int h, int w);
+
+  FasterRcnnConfig cfg_;
+  ParamStore& ps_;
+  Device device_;
+  CudaContext* cuda_;
+  size_t budget_;
+  std::map<std::tuple<bool, int, int, int>, std::unique_ptr<Entry>> cache_;
+  Entry* last_ = nullptr;
+};
+
+}  // namespace ctdet

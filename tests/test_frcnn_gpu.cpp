@@ -1,0 +1,121 @@
+// The whole Faster R-CNN on CUDA against the CPU reference: the four losses and every parameter gradient of a
+// small training graph, and the inference outputs, on the same weights and inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "detector/faster_rcnn.h"
+#include "nn/executor.h"
+#include "nn/planner.h"
+#include "test_util.h"
+#if CTDET_WITH_CUDA
+#include "nn/cuda_context.h"
+#endif
+
+namespace ctdet {
+namespace {
+
+namespace tu = ctdet::testing;
+
+FasterRcnnConfig small_config() {
+  FasterRcnnConfig c;
+  c.resnet_base_width = 8;
+  c.resnet_units = {1, 2, 2, 1};
+  c.rpn_conv_depth = 32;
+  c.anchor_base = 64;
+  c.max_proposals = 64;
+  c.box_batch_size = 32;
+  c.rpn_batch_size = 128;
+  c.max_gt_boxes = 8;
+  return c;
+}
+
+TEST(FasterRcnnGpu, LossesGradientsAndDetectionsMatchCpu) {
+  CTDET_REQUIRE_GPU();
+#if CTDET_WITH_CUDA
+  CudaContext ctx(0);
+  const FasterRcnnConfig cfg = small_config();
+  const int H = 160, W = 192;
+  std::vector<float> img = tu::random_vec<float>(size_t(2) * 3 * H * W, 3, -1, 1);
+  // A bright square per image so that proposals concentrate somewhere.
+  for (int n = 0; n < 2; ++n)
+    for (int c = 0; c < 3; ++c)
+      for (int y = 40; y < 100; ++y)
+        for (int x = 50 + 30 * n; x < 120 + 30 * n; ++x) img[((size_t(n) * 3 + c) * H + y) * W + x] = 2.f;
+  std::vector<float> gt(2 * 8 * 4, 0.f);
+  const float g0[4] = {50, 40, 120, 100}, g1[4] = {80, 40, 150, 100};
+  for (int k = 0; k < 4; ++k) {
+    gt[k] = g0[k];
+    gt[32 + k] = g1[k];
+  }
+  std::vector<int32_t> gl(16, 0), gc = {1, 1}, seed = {9};
+  gl[0] = 1;
+  gl[8] = 3;
+
+  struct Out {
+    std::vector<float> losses;
+    std::map<std::string, std::vector<float>> grads;
+    std::vector<float> scores;
+    std::vector<int32_t> count;
+  } out[2];
+  for (int k = 0; k < 2; ++k) {
+    const Device dev = k ? Device::CUDA : Device::CPU;
+    DetectorGraph t = build_faster_rcnn(cfg, DetectorShape{2, H, W, true, false});
+    DetectorGraph inf = build_faster_rcnn(cfg, DetectorShape{2, H, W, false, false});
+    ParamStore ps(dev, DType::F32);
+    ps.declare_from(t.graph);
+    ps.allocate();
+    init_faster_rcnn_params(ps, cfg, 17);
+    PlanOptions o;
+    o.device = dev;
+    o.cuda = k ? &ctx : nullptr;
+    MemoryPlan tp = plan_memory(t.graph, o), ip = plan_memory(inf.graph, o);
+    Executor ex(t.graph, tp, ps, dev, k ? &ctx : nullptr);
+    ex.set(t.image, img);
+    ex.set(t.gt_boxes, gt);
+    ex.set(t.gt_labels, gl);
+    ex.set(t.gt_count, gc);
+    ex.set(t.seed, seed);
+    ex.run();
+    for (ValueId v : {t.loss_rpn_cls, t.loss_rpn_loc, t.loss_cls, t.loss_box, t.loss})
+      out[k].losses.push_back(ex.get<float>(v)[0]);
+    for (const auto& n : trainable_params(t.graph)) out[k].grads[n] = ps.get<float>(n, 1);
+    Executor ei(inf.graph, ip, ps, dev, k ? &ctx : nullptr);
+    ei.set(inf.image, img);
+    ei.run();
+    out[k].scores = ei.get<float>(inf.det_scores);
+    out[k].count = ei.get<int32_t>(inf.det_count);
+  }
+  const char* names[5] = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss"};
+  for (int i = 0; i < 5; ++i) {
+    const double a = out[1].losses[size_t(i)], b = out[0].losses[size_t(i)];
+    std::printf("[err] %-14s cuda %.7f cpu %.7f rel %.3e\n", names[i], a, b, std::abs(a - b) / std::max(1e-6, std::abs(b)));
+    EXPECT_NEAR(a, b, 1e-3 * std::max(1.0, std::abs(b))) << names[i];
+  }
+  double worst = 0;
+  std::string at;
+  for (const auto& [n, g] : out[0].grads) {
+    double mx = 0;
+    for (float v : g) mx = std::max(mx, double(std::abs(v)));
+    const tu::ErrStats s = tu::compare(out[1].grads[n], g);
+    const double rel = mx > 0 ? s.max_abs / mx : s.max_abs;
+    if (rel > worst) {
+      worst = rel;
+      at = n;
+    }
+    EXPECT_LE(rel, 2e-3) << n;
+  }
+  std::printf("[err] detector gradients cuda vs cpu: %zu tensors, worst max_abs/max|ref| %.3e (%s)\n",
+              out[0].grads.size(), worst, at.c_str());
+  EXPECT_EQ(out[1].count, out[0].count);
+  const size_t top = std::min<size_t>(5, size_t(out[0].count[0]));
+  tu::ErrStats s = tu::compare(std::vector<float>(out[1].scores.begin(), out[1].scores.begin() + long(top)),
+                               std::vector<float>(out[0].scores.begin(), out[0].scores.begin() + long(top)));
+  tu::print_err("detector top-5 scores image 0 cuda vs cpu", s);
+  EXPECT_LE(s.max_abs, 1e-3);
+#endif
+}
+
+}  // namespace
+}  // namespace ctdet
