@@ -8,7 +8,8 @@ PKGS=(
   libprotobuf-dev protobuf-compiler libgtest-dev libbenchmark-dev libdcmtk-dev
   clang libclang-rt-14-dev
   python3 python3-numpy python3-protobuf python3-torch python3-torchvision
-  chromium fonts-dejavu-core  # scripts/render_report.sh: headless screenshots of HTML reports
+  chromium fonts-dejavu-core  # scripts/render_report.sh, scripts/render_serve.sh: headless screenshots
+  libcpp-httplib-dev          # ctdet serve (optional: built when found)
 )
 missing=()
 for p in "${PKGS[@]}"; do
