@@ -55,7 +55,7 @@ std::vector<InputImage> collect_inputs(const std::vector<std::string>& paths) {
       for (const auto& f : files) {
         InputImage in;
         in.path = f.string();
-        in.id = fs::relative(f, fs::path(p).parent_path().empty() ? fs::path(".") : fs::path(p).parent_path()).string();
+        in.id = f.lexically_relative(fs::path(p)).string();  // the path inside the folder (links not resolved)
         in.series = f.parent_path().string();
         in.dicom = has_ext(f, {".dcm"});
         out.push_back(in);
@@ -110,7 +110,7 @@ int infer_main(const std::vector<std::string>& argv) {
   ps.allocate();
   load_model_weights(ps, mf.weights_path);
   DetectorSession session(cfg, ps, device, cx);
-  const Normalization norm = cfg.backbone == BackboneKind::ResNet101 ? Normalization::kResNet : Normalization::kInception;
+  const Normalization norm = input_normalization(cfg);
   const std::vector<std::string>& classes = mf.config.data.class_names;
 
   const std::vector<InputImage> inputs = collect_inputs(a.positional());

@@ -44,7 +44,7 @@ void prepare_usage() {
       "  --masks DIR           label-mask PNGs named like the images (<stem>.png); lesions = 8-connected\n"
       "                        components; only GGO -> GGO, only CD -> CD, both -> GGO+CD\n"
       "  --out DIR             output folder: {train,val,test}-NNNNN-of-NNNNN.tfrecord, label_map.pbtxt,\n"
-      "                        summary.json\n"
+      "                        summary.json, splits.csv (image list per split), {split}_gt.json (COCO)\n"
       "  --split A,B,C         train,val,test fractions (default 0.7,0.15,0.15)\n"
       "  --seed N              split seed (default 0)\n"
       "  --shards N            shards per split (default 1)\n"
@@ -322,6 +322,9 @@ int run_prepare(const std::vector<std::string>& args) {
   fs::create_directories(out_dir);
   std::vector<std::string> planned = {(fs::path(out_dir) / "label_map.pbtxt").string(),
                                       (fs::path(out_dir) / "summary.json").string()};
+  planned.push_back((fs::path(out_dir) / "splits.csv").string());
+  for (int k = 0; k < 3; ++k)
+    if (!split_images[k].empty()) planned.push_back((fs::path(out_dir) / (std::string(kSplitNames[k]) + "_gt.json")).string());
   for (int k = 0; k < 3; ++k)
     if (!split_images[k].empty())
       for (int s = 0; s < shards; ++s)
@@ -409,6 +412,28 @@ int run_prepare(const std::vector<std::string>& args) {
                     {"mask_components_below_min_area", mst.small_dropped},
                     {"mask_pixels_other_values", mst.other_pixels},
                     {"images_without_patient", unmapped}};
+  // Per split: the image list (splits.csv) and the ground truth as a COCO dataset ({split}_gt.json, file names
+  // without folders), so a held-out split can be inferred from its image files and evaluated with ctdet eval.
+  {
+    std::string csv = "split,image_id,file,patient_id,boxes\n";
+    for (int k = 0; k < 3; ++k) {
+      if (split_images[k].empty()) continue;
+      Dataset sub;
+      sub.class_names = ds.class_names;
+      for (size_t i : split_images[k]) {
+        ImageRecord r = ds.images[i];
+        csv += str(kSplitNames[k], ",\"", r.id, "\",\"", r.file, "\",\"", r.patient_id, "\",", r.boxes.size(), "\n");
+        r.file = fs::path(r.file).filename().string();
+        sub.images.push_back(r);
+      }
+      const std::string gt = (fs::path(out_dir) / (std::string(kSplitNames[k]) + "_gt.json")).string();
+      write_coco(gt, sub);
+      written.push_back(gt);
+    }
+    const std::string sp = (fs::path(out_dir) / "splits.csv").string();
+    write_file_atomic(sp, csv);
+    written.push_back(sp);
+  }
   js["files"] = written;
   js["seconds"] = seconds;
   write_file_atomic((fs::path(out_dir) / "summary.json").string(), js.dump(1) + "\n");

@@ -31,6 +31,9 @@ void FasterRcnnConfig::validate() const {
   CTDET_CHECK(depth_multiplier > 0 && depth_multiplier <= 4, "model.depth_multiplier must be in (0, 4], got ",
               depth_multiplier);
   CTDET_CHECK(num_classes >= 1 && num_classes <= 1000, "model.num_classes must be in [1, 1000], got ", num_classes);
+  CTDET_CHECK(input_normalization == "auto" || input_normalization == "resnet" || input_normalization == "inception" ||
+                  input_normalization == "none",
+              "model.input_normalization: '", input_normalization, "' (known: auto, resnet, inception, none)");
   CTDET_CHECK(min_dimension >= 33 && max_dimension >= min_dimension, "model.min_dimension/max_dimension: ",
               min_dimension, "/", max_dimension, " (need 33 <= min <= max)");
   CTDET_CHECK(!anchor_scales.empty() && !anchor_aspect_ratios.empty(), "model.anchor_scales/anchor_aspect_ratios must not be empty");

@@ -29,7 +29,10 @@ struct FasterRcnnConfig {
 
   // ---- input (spec §2) ----
   int min_dimension = 600, max_dimension = 1024;  // keep_aspect_ratio_resizer
-  // 0 = the backbone's own preprocessing (ResNet: subtract means; Inception: x*2/255-1)
+  // Pixel normalisation: "auto" = the backbone's own (ResNet: subtract the channel means, values about -124..131;
+  // Inception: x*2/255-1), or "resnet", "inception", "none". Models trained from scratch with frozen BN train far
+  // better on unit-scale inputs ("inception"): nothing rescales the ResNet range inside the network.
+  std::string input_normalization = "auto";
 
   // ---- anchors (spec §4.1) ----
   std::vector<double> anchor_scales = {0.25, 0.5, 1.0, 2.0};

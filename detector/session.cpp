@@ -5,6 +5,12 @@
 
 namespace ctdet {
 
+Normalization input_normalization(const FasterRcnnConfig& cfg) {
+  if (cfg.input_normalization == "auto")
+    return cfg.backbone == BackboneKind::ResNet101 ? Normalization::kResNet : Normalization::kInception;
+  return parse_normalization(cfg.input_normalization);
+}
+
 void declare_faster_rcnn_params(ParamStore& ps, const FasterRcnnConfig& cfg) {
   // Parameters do not depend on the input size: a small inference graph declares them all.
   DetectorShape s;

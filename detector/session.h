@@ -26,6 +26,9 @@ namespace ctdet {
 
 struct CudaContext;
 
+// The input normalisation the config asks for (model.input_normalization; "auto" = the backbone's own).
+Normalization input_normalization(const FasterRcnnConfig& cfg);
+
 // Declares every parameter of the detector (both stages, heads) in ps (before ps.allocate()).
 void declare_faster_rcnn_params(ParamStore& ps, const FasterRcnnConfig& cfg);
 

@@ -221,6 +221,9 @@ std::vector<Key> build_keys() {
     b.set = [](RunConfig& c, const json& j) { c.model.backbone = parse_backbone_kind(j.get<std::string>()); };
     k.push_back(b);
   }
+  k.push_back(field("model.input_normalization", m, &M::input_normalization,
+                    "pixel normalisation: auto (the backbone's: resnet for ResNet, inception for Inception), resnet "
+                    "(subtract channel means), inception (x*2/255-1), none (spec §2)", "auto|resnet|inception|none"));
   k.push_back(field("model.resnet_layout", m, &M::resnet_layout,
                     "ResNet stride placement: tf_slim (the study's) or torchvision (torchvision weights load exactly) "
                     "(spec §3.1)", "tf_slim|torchvision"));

@@ -116,10 +116,13 @@ int64_t proposals_cpu(const ProposalParams& p, int64_t M, const T* logits, const
     const double l0 = double(logits[2 * a]), l1 = double(logits[2 * a + 1]);
     CTDET_CHECK(std::isfinite(l0) && std::isfinite(l1), "proposals: objectness logits of anchor ", a,
                 " are not finite (", l0, ", ", l1, ")");
-    const T s = T(1.0 / (1.0 + std::exp(l0 - l1)));  // softmax[:, 1]
-    if (!(double(s) > p.score_threshold)) continue;
+    // softmax[:, 1] = sigmoid(l1 - l0) is monotonic in d = l1 - l0: rank and threshold on d, so that scores
+    // saturated at 0 or 1 in floating point (untrained or from-scratch models) keep their order and are not
+    // all dropped by "score > 0". Mathematically the same selection as TF's softmax threshold.
+    const double dlogit = l1 - l0;
+    if (p.score_threshold > 0 && !(dlogit > std::log(p.score_threshold / (1.0 - p.score_threshold)))) continue;
     for (int k = 0; k < 4; ++k) boxes.push_back(clipped[k]);
-    sc.push_back(s);
+    sc.push_back(T(dlogit));
   }
   const int64_t n = int64_t(sc.size());
   NmsParams np;
@@ -130,7 +133,7 @@ int64_t proposals_cpu(const ProposalParams& p, int64_t M, const T* logits, const
   for (int64_t i = 0; i < p.max_proposals; ++i) {
     const bool ok = i < kept;
     for (int k = 0; k < 4; ++k) rois[4 * i + k] = ok ? boxes[size_t(4 * keep[size_t(i)] + k)] : T(0);
-    if (scores) scores[i] = ok ? sc[size_t(keep[size_t(i)])] : T(0);
+    if (scores) scores[i] = ok ? T(1.0 / (1.0 + std::exp(-double(sc[size_t(keep[size_t(i)])])))) : T(0);
   }
   return kept;
 }
