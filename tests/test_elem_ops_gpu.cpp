@@ -74,7 +74,9 @@ void check_bwd(CudaContext& ctx, const std::string& name, size_t n, Cpu cpu, Gpu
     DevBuf<float> d(acc ? pre : VecF(n, 7.f));
     gpu(d.p, acc);
     ctx.synchronize();
-    expect_close(name + (acc ? " (accumulate)" : ""), d.download(), hc, tol);
+    // Accumulating d += f(dy): the device may contract the product and the add into one FMA (one rounding
+    // instead of two), so bit-identical ops get one ulp of the [-2, 2] results there (H200: 1.19e-7).
+    expect_close(name + (acc ? " (accumulate)" : ""), d.download(), hc, acc ? std::max(tol, 2.5e-7) : tol);
   }
 }
 
