@@ -110,7 +110,6 @@ int infer_main(const std::vector<std::string>& argv) {
   ps.allocate();
   load_model_weights(ps, mf.weights_path);
   DetectorSession session(cfg, ps, device, cx);
-  const Normalization norm = input_normalization(cfg);
   const std::vector<std::string>& classes = mf.config.data.class_names;
 
   const std::vector<InputImage> inputs = collect_inputs(a.positional());
@@ -137,23 +136,8 @@ int infer_main(const std::vector<std::string>& argv) {
     } else {
       img = read_image(in.path);
     }
-    NetInput net = preprocess_image(img, norm, cfg.min_dimension, cfg.max_dimension);
-    Batch b;
-    b.n = 1;
-    b.height = net.height;
-    b.width = net.width;
-    b.data = HostBuffer(net.chw.size());
-    std::copy(net.chw.begin(), net.chw.end(), b.data.data());
-    BatchSample smp;
-    smp.image_id = in.id;
-    smp.file = in.path;
-    smp.orig_height = net.orig_height;
-    smp.orig_width = net.orig_width;
-    smp.height = net.height;
-    smp.width = net.width;
-    smp.scale_y = net.scale_y;
-    smp.scale_x = net.scale_x;
-    b.samples.push_back(smp);
+    Batch b = single_image_batch(cfg, img, in.id);
+    b.samples[0].file = in.path;
     std::vector<Detection> dets = session.detect(b, threshold)[0];
     ImageRecord rec;
     rec.file = in.path;

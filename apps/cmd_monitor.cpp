@@ -9,6 +9,16 @@
 #include "apps/command.h"
 #include "nn/error.h"
 #include "train/detections_io.h"
+#include "train/model_files.h"
+#include "detector/session.h"
+#include "io/dicom.h"
+#include "io/image.h"
+#include "nn/device.h"
+#if CTDET_WITH_CUDA
+#include "nn/cuda_context.h"
+#endif
+#include <filesystem>
+#include <memory>
 #include "train/monitor.h"
 
 namespace {
@@ -17,12 +27,15 @@ using ctdet::app::Args;
 
 void monitor_usage() {
   std::printf(
-      "usage: ctdet monitor --series PATH --detections FILE --out DIR [options]\n\n"
+      "usage: ctdet monitor --series PATH (--detections FILE | --run RUN | --config C --weights W) --out DIR [options]\n\n"
       "  --series PATH            manifest.json of the patient's studies (or its folder), as `ctdet synth --series`\n"
       "                           writes it: studies with date, folder and slices (apex to base, or by \"z\"),\n"
       "                           or a study with \"dicom_dir\" (a DICOM series; values in HU)\n"
       "  --detections FILE        detections per slice: CSV image,class,score,x1,y1,x2,y2 or COCO results JSON\n"
       "                           (.json; image ids 1..N in manifest order). CSV image = <folder>/<file>\n"
+      "  --run RUN                or: detect on every slice with this trained model (`ctdet train` run folder),\n"
+      "  --config C --weights W   or a config + weights; --device cpu|cuda|auto (default auto). The detections\n"
+      "                           found are written to DIR/detections.csv\n"
       "  --out DIR                folder for monitor.csv, monitor.md, monitor.html\n"
       "  --classes A,B,C          class names (default GGO,CD,GGO+CD)\n"
       "  --min-score S            ignore detections below S (default 0.5)\n"
@@ -36,6 +49,60 @@ void monitor_usage() {
       "  --closing-radius N       lung mask closing radius in pixels (default 3%% of the image side)\n");
 }
 
+// The detector behind the monitor's DetectionSource: each slice (PNG/JPEG, or a DICOM file's lung window) is
+// detected once when the analysis reads it; all detections are kept for DIR/detections.csv.
+class ModelRunner {
+ public:
+  ModelRunner(const std::string& run, const std::string& config, const std::string& weights, std::string device,
+              int total)
+      : files_(ctdet::resolve_model_files(run, config, weights)), total_(total) {
+    CTDET_CHECK(device == "cpu" || device == "cuda" || device == "auto", "monitor: --device must be cpu, cuda or auto");
+    if (device == "auto") device = ctdet::cuda_device_available() ? "cuda" : "cpu";
+    CTDET_CHECK(device == "cpu" || ctdet::cuda_device_available(), "monitor: --device cuda: ",
+                ctdet::cuda_unavailable_reason());
+    dev_ = device == "cuda" ? ctdet::Device::CUDA : ctdet::Device::CPU;
+#if CTDET_WITH_CUDA
+    if (dev_ == ctdet::Device::CUDA) cuda_ = std::make_unique<ctdet::CudaContext>(0);
+#endif
+    ps_ = std::make_unique<ctdet::ParamStore>(dev_, ctdet::DType::F32);
+    ctdet::declare_faster_rcnn_params(*ps_, files_.config.model);
+    ps_->allocate();
+    ctdet::load_model_weights(*ps_, files_.weights_path);
+#if CTDET_WITH_CUDA
+    session_ = std::make_unique<ctdet::DetectorSession>(files_.config.model, *ps_, dev_, cuda_.get());
+#else
+    session_ = std::make_unique<ctdet::DetectorSession>(files_.config.model, *ps_, dev_, nullptr);
+#endif
+    desc_ = ctdet::str(ctdet::backbone_kind_name(files_.config.model.backbone), ", weights ", files_.weights_path, ", ",
+                       device);
+  }
+  std::vector<ctdet::Detection> detect(const ctdet::ImageRecord& rec) {
+    const bool dicom = rec.file.size() > 4 && rec.file.compare(rec.file.size() - 4, 4, ".dcm") == 0;
+    const ctdet::Image img = dicom ? ctdet::read_dicom_slice(rec.file).windowed : ctdet::read_image(rec.file);
+    ctdet::Batch b = ctdet::single_image_batch(files_.config.model, img, rec.id);
+    std::vector<ctdet::Detection> d = session_->detect(b, 0.05f)[0];
+    all_.insert(all_.end(), d.begin(), d.end());
+    ++done_;
+    if (done_ % 10 == 0 || done_ == total_) std::fprintf(stderr, "monitor: detected %d/%d slices\n", done_, total_);
+    return d;
+  }
+  const std::vector<ctdet::Detection>& all() const { return all_; }
+  int done() const { return done_; }
+  const std::string& describe() const { return desc_; }
+
+ private:
+  ctdet::ModelFiles files_;
+  ctdet::Device dev_ = ctdet::Device::CPU;
+#if CTDET_WITH_CUDA
+  std::unique_ptr<ctdet::CudaContext> cuda_;
+#endif
+  std::unique_ptr<ctdet::ParamStore> ps_;
+  std::unique_ptr<ctdet::DetectorSession> session_;
+  std::vector<ctdet::Detection> all_;
+  int done_ = 0, total_ = 0;
+  std::string desc_;
+};
+
 int run_monitor_cmd(const std::vector<std::string>& argv) {
   for (const auto& a : argv)
     if (a == "--help" || a == "-h") {
@@ -43,10 +110,12 @@ int run_monitor_cmd(const std::vector<std::string>& argv) {
       return 0;
     }
   Args a("monitor", argv,
-         {"series", "detections", "out", "classes", "min-score", "change-threshold", "orientation", "units",
+         {"series", "detections", "run", "config", "weights", "device", "out", "classes", "min-score",
+          "change-threshold", "orientation", "units",
           "body-threshold", "lung-threshold", "lesion-threshold", "closing-radius"},
          {});
-  if (!a.has("series") || !a.has("detections") || !a.has("out")) {
+  const bool use_model = a.has("run") || a.has("config") || a.has("weights");
+  if (!a.has("series") || !a.has("out") || (a.has("detections") == use_model)) {
     monitor_usage();
     return 2;
   }
@@ -76,18 +145,33 @@ int run_monitor_cmd(const std::vector<std::string>& argv) {
   const std::vector<std::string> classes = a.has("classes") ? ctdet::app::split_list(a.get("classes"), "monitor: --classes")
                                                             : ctdet::default_class_names();
 
-  // Per-slice detections: from a results file now; the detector can stand behind the same DetectionSource.
+  // Per-slice detections: from a results file, or from the detector run on each slice as it is analysed.
   const ctdet::Dataset ds = ctdet::monitor_dataset(series, classes);
-  const std::vector<ctdet::Detection> dets =
-      ctdet::read_detections(a.get("detections"), ctdet::make_coco_id_map(ds), classes);
-  const std::vector<std::string> unknown = ctdet::unknown_detection_ids(series, dets);
-  CTDET_CHECK(unknown.empty(), "monitor: ", unknown.size(), " image id(s) of '", a.get("detections"),
-              "' name no slice of the series, e.g. '", unknown.empty() ? "" : unknown[0],
-              "' (CSV ids are <folder>/<file>, e.g. '", ds.images.empty() ? "" : ds.images[0].id, "')");
-  const ctdet::DetectionSource source = ctdet::detections_by_image(dets);
+  ctdet::DetectionSource source;
+  std::unique_ptr<ModelRunner> model;
+  if (use_model) {
+    model = std::make_unique<ModelRunner>(a.get("run"), a.get("config"), a.get("weights"), a.get("device", "auto"),
+                                          int(ds.images.size()));
+    ModelRunner* m = model.get();
+    source = [m](const ctdet::ImageRecord& rec) { return m->detect(rec); };
+  } else {
+    const std::vector<ctdet::Detection> dets =
+        ctdet::read_detections(a.get("detections"), ctdet::make_coco_id_map(ds), classes);
+    const std::vector<std::string> unknown = ctdet::unknown_detection_ids(series, dets);
+    CTDET_CHECK(unknown.empty(), "monitor: ", unknown.size(), " image id(s) of '", a.get("detections"),
+                "' name no slice of the series, e.g. '", unknown.empty() ? "" : unknown[0],
+                "' (CSV ids are <folder>/<file>, e.g. '", ds.images.empty() ? "" : ds.images[0].id, "')");
+    source = ctdet::detections_by_image(dets);
+  }
 
   const ctdet::MonitorReport r = ctdet::run_monitor(series, source, ctdet::load_monitor_image, opt, classes);
   const ctdet::MonitorPaths p = ctdet::write_monitor_outputs(r, a.get("out"));
+  if (model) {
+    const std::string path = (std::filesystem::path(a.get("out")) / "detections.csv").string();
+    ctdet::write_detections_csv(path, model->all(), classes);
+    std::printf("detector: %s; %d slices, %zu detections -> %s\n", model->describe().c_str(), model->done(),
+                model->all().size(), path.c_str());
+  }
   std::printf("%s\n", ctdet::monitor_markdown(r).c_str());
   std::printf("wrote %s\n      %s\n      %s\n", p.csv.c_str(), p.md.c_str(), p.html.c_str());
   return 0;

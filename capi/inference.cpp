@@ -209,32 +209,15 @@ std::vector<Detection> InferenceModel::detect(const Image& img, float score_thre
   if (!(score_threshold >= 0.0f && score_threshold <= 1.0f))
     throw InferError(InferError::kInvalidArgument, str("detect: score threshold must be in [0, 1], got ", score_threshold));
   const FasterRcnnConfig& cfg = files_.config.model;
-  const Normalization norm = input_normalization(cfg);  // model.input_normalization, as `ctdet infer`
-  NetInput net;
+  Batch b;
   try {
-    net = preprocess_image(img, norm, cfg.min_dimension, cfg.max_dimension);
+    b = single_image_batch(cfg, img, image_id);  // model.input_normalization, as `ctdet infer`
   } catch (const std::bad_alloc&) {
     throw;
   } catch (const std::exception& e) {
     throw InferError(InferError::kBadImage, str("detect: image '", image_id, "' (", img.width, "x", img.height,
                                                 ", ", img.channels, " channels): ", e.what()));
   }
-  Batch b;
-  b.n = 1;
-  b.height = net.height;
-  b.width = net.width;
-  b.data = HostBuffer(net.chw.size());
-  std::copy(net.chw.begin(), net.chw.end(), b.data.data());
-  BatchSample smp;
-  smp.image_id = image_id;
-  smp.file = image_id;
-  smp.orig_height = net.orig_height;
-  smp.orig_width = net.orig_width;
-  smp.height = net.height;
-  smp.width = net.width;
-  smp.scale_y = net.scale_y;
-  smp.scale_x = net.scale_x;
-  b.samples.push_back(smp);
   if (session_->num_graphs() >= kMaxCachedGraphs)
     session_ = std::make_unique<DetectorSession>(cfg, *ps_, ps_->device(), cuda_.get());
   std::vector<Detection> dets = session_->detect(b, score_threshold)[0];

@@ -1,5 +1,6 @@
 #include "detector/session.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -9,6 +10,27 @@ Normalization input_normalization(const FasterRcnnConfig& cfg) {
   if (cfg.input_normalization == "auto")
     return cfg.backbone == BackboneKind::ResNet101 ? Normalization::kResNet : Normalization::kInception;
   return parse_normalization(cfg.input_normalization);
+}
+
+Batch single_image_batch(const FasterRcnnConfig& cfg, const Image& img, const std::string& image_id) {
+  NetInput net = preprocess_image(img, input_normalization(cfg), cfg.min_dimension, cfg.max_dimension);
+  Batch b;
+  b.n = 1;
+  b.height = net.height;
+  b.width = net.width;
+  b.data = HostBuffer(net.chw.size());
+  std::copy(net.chw.begin(), net.chw.end(), b.data.data());
+  BatchSample smp;
+  smp.image_id = image_id;
+  smp.file = image_id;
+  smp.orig_height = net.orig_height;
+  smp.orig_width = net.orig_width;
+  smp.height = net.height;
+  smp.width = net.width;
+  smp.scale_y = net.scale_y;
+  smp.scale_x = net.scale_x;
+  b.samples.push_back(smp);
+  return b;
 }
 
 void declare_faster_rcnn_params(ParamStore& ps, const FasterRcnnConfig& cfg) {

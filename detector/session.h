@@ -29,6 +29,10 @@ struct CudaContext;
 // The input normalisation the config asks for (model.input_normalization; "auto" = the backbone's own).
 Normalization input_normalization(const FasterRcnnConfig& cfg);
 
+// A batch of one preprocessed image (keep-aspect resize to the config's sides, its normalisation), with the
+// scales that map detections back to the original pixels. Throws ctdet::Error for images the resizer refuses.
+Batch single_image_batch(const FasterRcnnConfig& cfg, const Image& img, const std::string& image_id);
+
 // Declares every parameter of the detector (both stages, heads) in ps (before ps.allocate()).
 void declare_faster_rcnn_params(ParamStore& ps, const FasterRcnnConfig& cfg);
 
