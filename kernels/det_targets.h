@@ -4,8 +4,10 @@
 //
 // Boxes are x1,y1,x2,y2 pixels of the resized image; window = {0, 0, W, H}.
 // These run on the host. The CUDA graph ops call them on copies of their (small) inputs: a device->host->device
-// round trip and a stream synchronisation per call (tens of KB; see nn/ops_frcnn.cu).
+// round trip and a stream synchronisation per call (see nn/ops_frcnn.cu), except proposals, whose CUDA version
+// runs on the device (proposal_candidate below + the bitmask NMS of kernels/boxes.h).
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/boxes.h"
@@ -42,6 +44,40 @@ struct ProposalParams {
   double window[4] = {0, 0, 0, 0};
   bool prune_anchors = true;     // training: anchors outside the window are dropped; inference: clipped
 };
+// One anchor's candidate (shared by the CPU loop and the CUDA kernel): the anchor is pruned (training: dropped
+// unless fully inside the window) or clipped (inference: dropped when its clipped area is 0), the codes decoded
+// against it, the box clipped (dropped when empty); the score is the objectness logit difference l1 - l0 (the
+// softmax probability is monotonic in it), dropped when not above min_dlogit (use_threshold) or not finite.
+// Returns whether the candidate survives; box/score are written either way (zeros / -inf when dropped).
+template <typename T>
+CTDET_HD bool proposal_candidate(const BoxCoderParams& coder, const T* window /*(4)*/, bool prune, bool use_threshold,
+                                 double min_dlogit, const T* anchor_in, const T* code, T l0, T l1, T* box /*(4)*/,
+                                 T* score) {
+  T anchor[4], decoded[4];
+  bool ok;
+  if (prune) {
+    ok = box_inside_window(anchor_in, window);
+    for (int k = 0; k < 4; ++k) anchor[k] = anchor_in[k];
+  } else {
+    ok = clip_box(anchor_in, window, anchor);
+  }
+  if (ok) {
+    box_decode(coder, code, anchor, decoded);
+    ok = clip_box(decoded, window, box);
+  }
+  const double d = double(l1) - double(l0);
+  ok = ok && d == d && d - d == 0.0 && (!use_threshold || d > min_dlogit);  // finite, above the threshold
+  if (!ok) {
+    for (int k = 0; k < 4; ++k) box[k] = T(0);
+    *score = -T(1) / T(0);  // -inf: sorts after every candidate
+  } else {
+    *score = T(d);
+  }
+  return ok;
+}
+// The logit-difference threshold equivalent to "softmax score > t" (use_threshold = t > 0).
+inline double proposal_min_dlogit(double t) { return t > 0 ? std::log(t / (1.0 - t)) : 0.0; }
+
 // logits (M,2) [background, object], codes (M,4). Writes up to max_proposals boxes (score order) into rois,
 // zero rows after them; scores (may be null) likewise. Returns the count.
 template <typename T>

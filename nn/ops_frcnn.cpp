@@ -1,8 +1,10 @@
 #include "nn/ops_frcnn.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "nn/autograd.h"
+#include "nn/device.h"
 #include "nn/op_attrs.h"
 
 namespace ctdet {
@@ -99,6 +101,23 @@ void crop_outputs(int64_t n, int64_t P, const T* rois, double H, double W, T* cr
 
 }  // namespace
 
+namespace {
+size_t a256(size_t n) { return (n + 255) / 256 * 256; }
+}  // namespace
+
+size_t proposals_cuda_workspace_bytes(int64_t M, int64_t P) {
+  size_t nms = 0;
+#if CTDET_WITH_CUDA
+  if (cuda_device_available()) nms = nms_cuda_workspace_bytes(M);
+#endif
+  if (nms == 0) {  // bound (kernels/cuda/boxes.cu's carve-up with a generous CUB allowance), as nn/ops_det.cpp
+    const size_t cb = size_t((M + 63) / 64);
+    nms = 3 * a256(size_t(M) * 4) + a256(2 * (size_t(M) * 12) + (size_t(1) << 20)) + a256(size_t(M) * 4) +
+          a256(size_t(M) * 16) + a256(size_t(M) * cb * 8) + a256(std::max<size_t>(cb, 1) * 8);
+  }
+  return a256(size_t(M) * 16) + a256(size_t(M) * 4) + a256(size_t(P) * 4) + a256(4) + a256(nms);
+}
+
 void frcnn_rpn_targets_cpu(OpContext& c) {
   require_overwrite(c);
   const RpnTargetAttrs& a = c.attrs<RpnTargetAttrs>();
@@ -183,7 +202,6 @@ void frcnn_postprocess_cpu(OpContext& c) {
 namespace {
 #if CTDET_WITH_CUDA
 void rpn_targets_cuda(OpContext& c) { frcnn_host_op_cuda(c, frcnn_rpn_targets_cpu); }
-void proposals_cuda(OpContext& c) { frcnn_host_op_cuda(c, frcnn_proposals_cpu); }
 void box_targets_cuda(OpContext& c) { frcnn_host_op_cuda(c, frcnn_box_targets_cpu); }
 void postprocess_cuda(OpContext& c) { frcnn_host_op_cuda(c, frcnn_postprocess_cpu); }
 #endif
@@ -294,8 +312,13 @@ void register_frcnn_ops(OpRegistry& r) {
       return {{Shape{N * P, 4}, t}, {Shape{N * P, 4}, t}, {Shape{N * P}, DType::I32}, {Shape{N * P, 5}, t},
               {Shape{N}, DType::I32}};
     };
+    d.workspace = [](const Graph& g, const Node& n, Device dev, size_t) -> size_t {
+      if (dev != Device::CUDA) return 0;
+      return proposals_cuda_workspace_bytes(g.value(n.inputs[2]).shape[0],
+                                            node_attrs<ProposalAttrs>(n).params.max_proposals);
+    };
     d.cpu = frcnn_proposals_cpu;
-    d.cuda = CTDET_CUDA_FN(proposals_cuda);
+    d.cuda = CTDET_CUDA_FN(frcnn_proposals_cuda);
     r.add(d);
   }
   {

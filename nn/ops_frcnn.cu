@@ -1,9 +1,11 @@
-// CUDA run functions of nn/ops_frcnn.cpp. rows_from_nchw and select_class_boxes (on the gradient path) are
-// kernels sharing the index math with the CPU loops. The four bookkeeping ops (rpn_targets, proposals,
-// box_targets, postprocess) run their CPU reference on host copies of the inputs: per image they touch a few
+// CUDA run functions of nn/ops_frcnn.cpp. rows_from_nchw and select_class_boxes (on the gradient path) and
+// proposals (below) are kernels sharing their math with the CPU code. The other three bookkeeping ops
+// (rpn_targets, box_targets, postprocess) run their CPU reference on host copies of the inputs: per image they touch a few
 // hundred KB (20k anchors x 4 floats), and matching/NMS/sampling need ordered, data-dependent control flow.
 // Cost: one stream synchronisation and two small copies per node (measured by bench/; a device port is future
 // work, tracked in docs/performance.md). It also keeps the sampled indices bit-identical to the CPU path.
+#include <cmath>
+#include <cstdlib>
 #include <vector>
 
 #include "kernels/common/cuda_check.cuh"
@@ -11,6 +13,7 @@
 #include "nn/cuda_context.h"
 #include "nn/op_attrs.h"
 #include "nn/ops_frcnn.h"
+#include "kernels/boxes.h"
 
 namespace ctdet {
 
@@ -45,7 +48,96 @@ __global__ void select_grad_kernel(int64_t R, int64_t K, const float* dy, const 
   }
 }
 
+struct Window4 {
+  float v[4];
+};
+
+__global__ void proposal_candidates_kernel(int64_t M, BoxCoderParams coder, Window4 w, bool prune, bool use_thr,
+                                           double min_dl, const float* logits, const float* codes,
+                                           const float* anchors, float* boxes, float* scores) {
+  CTDET_GRID_STRIDE(a, M) {
+    proposal_candidate<float>(coder, w.v, prune, use_thr, min_dl, anchors + 4 * a, codes + 4 * a, logits[2 * a],
+                              logits[2 * a + 1], boxes + 4 * a, scores + a);
+  }
+}
+
+// One block: the kept boxes in score order up to the first dropped candidate (score -inf: kept only when fewer
+// than P real candidates survived), then the rows of the five outputs as the CPU op writes them.
+__global__ void proposal_finalize_kernel(int64_t P, int32_t image, double H, double W, const int32_t* keep,
+                                         const int32_t* kept, const float* boxes, const float* scores, float* rois,
+                                         float* crop, int32_t* batch, float* roi5, int32_t* roi_count) {
+  __shared__ int64_t count;
+  if (threadIdx.x == 0) {
+    int64_t c = 0;
+    const int64_t kc = *kept;
+    while (c < kc && c < P && keep[c] >= 0 && scores[keep[c]] > -INFINITY) ++c;
+    count = c;
+    *roi_count = int32_t(c);
+  }
+  __syncthreads();
+  for (int64_t i = threadIdx.x; i < P; i += blockDim.x) {
+    float b[4] = {0.f, 0.f, 0.f, 0.f};
+    if (i < count)
+      for (int k = 0; k < 4; ++k) b[k] = boxes[4 * int64_t(keep[i]) + k];
+    for (int k = 0; k < 4; ++k) rois[4 * i + k] = b[k];
+    // to_crop_boxes_cpu: normalised y1, x1, y2, x2 computed in double
+    crop[4 * i + 0] = float(double(b[1]) / H);
+    crop[4 * i + 1] = float(double(b[0]) / W);
+    crop[4 * i + 2] = float(double(b[3]) / H);
+    crop[4 * i + 3] = float(double(b[2]) / W);
+    batch[i] = image;
+    roi5[5 * i] = float(image);
+    for (int k = 0; k < 4; ++k) roi5[5 * i + 1 + k] = b[k];
+  }
+}
+
 }  // namespace
+
+// Proposals on the device: candidates per anchor (the CPU's proposal_candidate), the bitmask NMS over all M
+// anchors with dropped ones scored -inf (they sort last, so they never suppress a real candidate and are cut by
+// the finalize kernel), kept boxes gathered into the outputs. No host round trip, no synchronisation.
+// CTDET_HOST_PROPOSALS=1 runs the CPU reference on host copies instead (for comparisons).
+void frcnn_proposals_cuda(OpContext& c) {
+  static const bool host = [] {
+    const char* e = std::getenv("CTDET_HOST_PROPOSALS");
+    return e && *e && *e != '0';
+  }();
+  if (host) return frcnn_host_op_cuda(c, frcnn_proposals_cpu);
+  require_overwrite(c);
+  const ProposalAttrs& a = c.attrs<ProposalAttrs>();
+  const int64_t M = c.in[2].shape[0], N = c.in[0].shape[0] / M, P = a.params.max_proposals;
+  CudaContext& cx = ctx(c);
+  // carve the node's workspace as proposals_cuda_workspace_bytes sized it
+  auto a256 = [](size_t n) { return (n + 255) / 256 * 256; };
+  char* ws = static_cast<char*>(c.workspace);
+  const size_t need_fixed = a256(size_t(M) * 16) + a256(size_t(M) * 4) + a256(size_t(P) * 4) + a256(4);
+  const size_t nms_bytes = nms_cuda_workspace_bytes(M);
+  CTDET_CHECK(ws != nullptr && c.workspace_bytes >= need_fixed + nms_bytes, "node '", c.node->name,
+              "' (proposals): workspace ", c.workspace_bytes, " bytes < ", need_fixed + nms_bytes, " needed");
+  float* boxes = reinterpret_cast<float*>(ws);
+  float* scores = reinterpret_cast<float*>(ws + a256(size_t(M) * 16));
+  int32_t* keep = reinterpret_cast<int32_t*>(ws + a256(size_t(M) * 16) + a256(size_t(M) * 4));
+  int32_t* kept = reinterpret_cast<int32_t*>(ws + a256(size_t(M) * 16) + a256(size_t(M) * 4) + a256(size_t(P) * 4));
+  void* nms_ws = ws + need_fixed;
+  Window4 w;
+  for (int k = 0; k < 4; ++k) w.v[k] = float(a.params.window[k]);
+  const bool use_thr = a.params.score_threshold > 0;
+  const double min_dl = proposal_min_dlogit(a.params.score_threshold);
+  NmsParams np;
+  np.iou_threshold = float(a.params.nms_iou);
+  np.max_output = P;
+  for (int64_t n = 0; n < N; ++n) {
+    proposal_candidates_kernel<<<cuda::grid_for(M), cuda::kBlock, 0, cx.stream>>>(
+        M, a.params.coder, w, a.params.prune_anchors, use_thr, min_dl, fin(c, 0) + 2 * n * M, fin(c, 1) + 4 * n * M,
+        fin(c, 2), boxes, scores);
+    CTDET_CUDA_LAUNCH_CHECK("proposal_candidates_kernel");
+    nms_cuda(cx, np, M, boxes, scores, keep, kept, nms_ws, nms_bytes);
+    proposal_finalize_kernel<<<1, 256, 0, cx.stream>>>(P, int32_t(n), a.image_h, a.image_w, keep, kept, boxes, scores,
+                                                       fout(c, 0) + 4 * n * P, fout(c, 1) + 4 * n * P,
+                                                       iout(c, 2) + n * P, fout(c, 3) + 5 * n * P, iout(c, 4) + n);
+    CTDET_CUDA_LAUNCH_CHECK("proposal_finalize_kernel");
+  }
+}
 
 void frcnn_rows_cuda(OpContext& c) {
   require_overwrite(c);

@@ -62,7 +62,12 @@ void frcnn_proposals_cpu(OpContext& c);
 void frcnn_box_targets_cpu(OpContext& c);
 void frcnn_postprocess_cpu(OpContext& c);
 
+// Workspace of the device proposals (per image, reused across the batch): candidate boxes and scores, kept
+// indices, and the bitmask NMS's own workspace (exact with a CUDA device, else an upper bound).
+size_t proposals_cuda_workspace_bytes(int64_t M, int64_t P);
+
 #if CTDET_WITH_CUDA
+void frcnn_proposals_cuda(OpContext& c);
 void frcnn_rows_cuda(OpContext& c);
 void frcnn_rows_grad_cuda(OpContext& c);
 void frcnn_select_cuda(OpContext& c);

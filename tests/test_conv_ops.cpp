@@ -209,6 +209,31 @@ TEST(Conv2d, CentralDifferencesDepthwiseSame) {
   grad_check("conv2d depthwise SAME dw", w, dw, loss);
 }
 
+// Small outputs are computed several images per GEMM (the ROI head's 7x7 crops): 12 images of 7x7 -> chunks of 11
+// and 1, with bias and padding, against the double direct-loop reference.
+TEST(Conv2d, BatchedSmallOutputsMatchDirectReference) {
+  Conv2dParams p;
+  p.N = 12;
+  p.C = 16;
+  p.H = p.W = 7;
+  p.K = 24;
+  p.R = p.S = 3;
+  p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = 1;
+  p.has_bias = true;
+  const auto xd = ctdet::testing::random_vec<double>(size_t(p.x_numel()), 31);
+  const auto wd = ctdet::testing::random_vec<double>(size_t(p.w_numel()), 32);
+  const auto bd = ctdet::testing::random_vec<double>(size_t(p.K), 33);
+  std::vector<double> yd(size_t(p.y_numel()));
+  conv2d_forward_cpu<double>(p, xd.data(), wd.data(), bd.data(), yd.data(), nullptr);
+  std::vector<float> xf(xd.begin(), xd.end()), wf(wd.begin(), wd.end()), bf(bd.begin(), bd.end()), yf(yd.size());
+  std::vector<char> ws(conv2d_workspace_bytes_cpu(p));
+  conv2d_forward_cpu<float>(p, xf.data(), wf.data(), bf.data(), yf.data(), ws.data());
+  auto e = compare(yf, yd);
+  print_err("conv2d float batched (12 x 7x7, chunks 11+1) vs double", e);
+  EXPECT_LT(e.max_abs, 1e-4);
+  EXPECT_GE(ws.size(), size_t(16 * 9 * 49 * 11 + 24 * 49 * 11) * sizeof(float));  // 11 images per GEMM
+}
+
 TEST(Conv2d, BadInputsNameTheOpAndValue) {
   Conv2dParams ok;
   ok.N = 1; ok.C = 4; ok.H = 8; ok.W = 8; ok.K = 6; ok.R = 3; ok.S = 3; ok.groups = 2;

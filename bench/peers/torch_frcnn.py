@@ -10,6 +10,11 @@ Built from torchvision parts to match ctdet's faster_rcnn_resnet101 (TF Object D
   head      layer4 with stride 1 (the TF C4 head), global average pool, FC 4 logits + FC 16 boxes (3 classes)
   sampling  64 ROIs/image at 25% positive; post-processing NMS 0.6, 300 detections
 Inputs are given at their final size (600x600 / 600x1024) and the transform's normalisation is the identity.
+Random weights and the ROI count: torchvision's RPN box coder has weights (1,1,1,1), so random deltas blow most
+proposals up to the whole image and NMS 0.7 collapses them to a handful, and the peer would then run its layer4 head
+(about 1.5 GFLOP per ROI) on a few ROIs instead of 300. The peer therefore runs the RPN NMS at IoU 1.0 (nothing
+suppressed: exactly 300 proposals at inference and 64 sampled ROIs in training, as ctdet, whose (10,10,5,5) coder
+keeps random proposals diverse). --rpn-nms 0.7 restores the configured value (for trained weights).
 fp32, TF32 off, cudnn.benchmark off (as ctdet). CSV on stdout, the same columns as bench_model:
   model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,peak_mib
 peak_mib: torch.cuda.max_memory_allocated over the timed runs (0 on CPU).
@@ -50,7 +55,7 @@ class C4Head(nn.Module):
         return self.layer4(self.pool(x)).mean(dim=(2, 3))
 
 
-def build(h, w):
+def build(h, w, rpn_nms):
     r = torchvision.models.resnet101(weights=None, norm_layer=FrozenBatchNorm2d) if hasattr(
         torchvision.models, "ResNet101_Weights") else torchvision.models.resnet101(pretrained=False, norm_layer=FrozenBatchNorm2d)
     anchors = AnchorGenerator(sizes=((64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
@@ -59,7 +64,7 @@ def build(h, w):
     m = FasterRCNN(C4Trunk(r), num_classes=None, min_size=min(h, w), max_size=max(h, w),
                    image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
                    rpn_anchor_generator=anchors, rpn_pre_nms_top_n_train=n_anchors, rpn_pre_nms_top_n_test=n_anchors,
-                   rpn_post_nms_top_n_train=300, rpn_post_nms_top_n_test=300, rpn_nms_thresh=0.7,
+                   rpn_post_nms_top_n_train=300, rpn_post_nms_top_n_test=300, rpn_nms_thresh=rpn_nms,
                    rpn_batch_size_per_image=256, rpn_positive_fraction=0.5,
                    box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=14, sampling_ratio=2),
                    box_head=C4Head(r), box_predictor=FastRCNNPredictor(2048, 4),
@@ -76,6 +81,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--filter", default="")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--rpn-nms", type=float, default=1.0)
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -103,7 +109,7 @@ def main():
         if a.filter and a.filter not in tag:
             continue
         torch.manual_seed(0)
-        m = build(h, w).to(dev)
+        m = build(h, w, a.rpn_nms).to(dev)
         opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-6, momentum=0.9)
         imgs = [torch.rand(3, h, w, device=dev) * 255 - 120 for _ in range(n)]
         tgts = [{"boxes": torch.tensor([[w * .2, h * .3, w * .45, h * .6], [w * .55, h * .25, w * .8, h * .5]], device=dev),

@@ -62,20 +62,35 @@ void validate_conv2d(const Conv2dParams& p) {
               p.shape_string());
 }
 
+// Images per sgemm in the float forward: small outputs (the second stage's 7x7 ROI crops) are batched so that one
+// GEMM has at least kMinGemmCols columns; otherwise the weight matrix is packed again for every 49-column product
+// (300 ROIs: 300 packings of a 512x4608 matrix), which made the ROI head memory-bound.
+constexpr int64_t kMinGemmCols = 512;
+int64_t forward_batch_images(const Conv2dParams& p) {
+  const int64_t PQ = int64_t(p.out_h()) * p.out_w();
+  if (p.groups != 1 || PQ >= kMinGemmCols) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>(p.N, (kMinGemmCols + PQ - 1) / PQ));
+}
+
 size_t conv2d_workspace_bytes_cpu(const Conv2dParams& p) {
   validate_conv2d(p);
-  return size_t(p.C / p.groups) * p.R * p.S * size_t(p.out_h()) * p.out_w() * sizeof(float);
+  const size_t PQ = size_t(p.out_h()) * p.out_w(), nb = size_t(forward_batch_images(p));
+  const size_t col = size_t(p.C / p.groups) * p.R * p.S * PQ * nb;
+  const size_t tmp = nb > 1 ? size_t(p.K) * PQ * nb : 0;  // GEMM output before it is scattered to (n, K, P, Q)
+  return (col + tmp) * sizeof(float);
 }
 
 namespace {
 
-// col (Cg*R*S, P*Q) of image n, group g.
-void im2col(const Conv2dParams& p, const float* x_ng /*(Cg,H,W)*/, float* col) {
+// col (Cg*R*S, P*Q) of image n, group g; rows are ld floats apart (ld = P*Q, or larger when several images'
+// columns sit side by side).
+void im2col(const Conv2dParams& p, const float* x_ng /*(Cg,H,W)*/, float* col, int64_t ld = -1) {
   const int Cg = p.C / p.groups, P = p.out_h(), Q = p.out_w();
+  if (ld < 0) ld = int64_t(P) * Q;
   for (int c = 0; c < Cg; ++c)
     for (int r = 0; r < p.R; ++r)
       for (int s = 0; s < p.S; ++s) {
-        float* row = col + ((int64_t(c) * p.R + r) * p.S + s) * P * Q;
+        float* row = col + ((int64_t(c) * p.R + r) * p.S + s) * ld;
         const float* xc = x_ng + int64_t(c) * p.H * p.W;
         for (int oh = 0; oh < P; ++oh) {
           int h = oh * p.stride_h - p.pad_top + r * p.dilation_h;
@@ -114,6 +129,25 @@ void col2im_add(const Conv2dParams& p, const float* col, float* dx_ng /*(Cg,H,W)
 void forward_im2col(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, float* col) {
   const int G = p.groups, Cg = p.C / G, Kg = p.K / G;
   const int PQ = p.out_h() * p.out_w(), CRS = Cg * p.R * p.S;
+  const int64_t nb = forward_batch_images(p);
+  if (nb > 1) {  // groups == 1: nb images' columns side by side, one GEMM, then scattered to (n, K, P, Q)
+    const int64_t ld = nb * PQ;
+    float* tmp = col + int64_t(CRS) * ld;
+    for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
+      const int64_t cur = std::min<int64_t>(nb, p.N - n0);
+      for (int64_t j = 0; j < cur; ++j) im2col(p, x + (n0 + j) * p.C * p.H * p.W, col + j * PQ, ld);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, p.K, int(cur * PQ), CRS, 1.f, w, CRS, col, int(ld), 0.f,
+                  tmp, int(ld));
+      for (int64_t j = 0; j < cur; ++j)
+        for (int k = 0; k < p.K; ++k) {
+          const float bk = p.has_bias ? b[k] : 0.f;
+          const float* src = tmp + int64_t(k) * ld + j * PQ;
+          float* dst = y + ((n0 + j) * p.K + k) * PQ;
+          for (int i = 0; i < PQ; ++i) dst[i] = src[i] + bk;
+        }
+    }
+    return;
+  }
   for (int n = 0; n < p.N; ++n)
     for (int g = 0; g < G; ++g) {
       im2col(p, x + (int64_t(n) * p.C + int64_t(g) * Cg) * p.H * p.W, col);

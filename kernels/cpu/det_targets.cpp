@@ -101,28 +101,18 @@ int64_t proposals_cpu(const ProposalParams& p, int64_t M, const T* logits, const
   std::vector<T> boxes;
   std::vector<T> sc;
   boxes.reserve(size_t(M) * 4);
+  const bool use_thr = p.score_threshold > 0;
+  const double min_dl = proposal_min_dlogit(p.score_threshold);
   for (int64_t a = 0; a < M; ++a) {
-    const T* an = anchors + 4 * a;
-    T anchor[4];
-    if (p.prune_anchors) {
-      if (!box_inside_window(an, window)) continue;
-      for (int k = 0; k < 4; ++k) anchor[k] = an[k];
-    } else if (!clip_box(an, window, anchor)) {
-      continue;  // zero-area after clipping: dropped (TF clip_to_window)
-    }
-    T box[4], clipped[4];
-    box_decode(p.coder, codes + 4 * a, anchor, box);
-    if (!clip_box(box, window, clipped)) continue;
     const double l0 = double(logits[2 * a]), l1 = double(logits[2 * a + 1]);
     CTDET_CHECK(std::isfinite(l0) && std::isfinite(l1), "proposals: objectness logits of anchor ", a,
                 " are not finite (", l0, ", ", l1, ")");
-    // softmax[:, 1] = sigmoid(l1 - l0) is monotonic in d = l1 - l0: rank and threshold on d, so that scores
-    // saturated at 0 or 1 in floating point (untrained or from-scratch models) keep their order and are not
-    // all dropped by "score > 0". Mathematically the same selection as TF's softmax threshold.
-    const double dlogit = l1 - l0;
-    if (p.score_threshold > 0 && !(dlogit > std::log(p.score_threshold / (1.0 - p.score_threshold)))) continue;
-    for (int k = 0; k < 4; ++k) boxes.push_back(clipped[k]);
-    sc.push_back(T(dlogit));
+    T box[4], score;
+    if (!proposal_candidate(p.coder, window, p.prune_anchors, use_thr, min_dl, anchors + 4 * a, codes + 4 * a,
+                            logits[2 * a], logits[2 * a + 1], box, &score))
+      continue;
+    for (int k = 0; k < 4; ++k) boxes.push_back(box[k]);
+    sc.push_back(score);
   }
   const int64_t n = int64_t(sc.size());
   NmsParams np;
