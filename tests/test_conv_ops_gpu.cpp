@@ -70,7 +70,7 @@ std::vector<float> plus(const std::vector<float>& a, const std::vector<float>& b
   return r;
 }
 
-void check_conv(const std::string& name, const Conv2dParams& p, double tol = 1e-4) {
+void check_conv(const std::string& name, const Conv2dParams& p, double tol = 1e-4, bool deterministic = true) {
   validate_conv2d(p);
   auto x = random_vec<float>(p.x_numel(), 1), w = random_vec<float>(p.w_numel(), 2, -0.2, 0.2);
   auto b = random_vec<float>(p.K, 3), dy = random_vec<float>(p.y_numel(), 4);
@@ -82,7 +82,7 @@ void check_conv(const std::string& name, const Conv2dParams& p, double tol = 1e-
                              ws_cpu.data());
 
   CudaContext ctx(0);
-  ctx.deterministic = true;
+  ctx.deterministic = deterministic;  // the graph executor's default is false: both algorithm sets are checked
   const size_t ws_bytes = conv2d_workspace_bytes_cuda(ctx, p);
   std::printf("[info] %s shape %s workspace %zu bytes, padded=%d\n", name.c_str(), p.shape_string().c_str(),
               ws_bytes, p.symmetric_padding() ? 0 : 1);
@@ -176,6 +176,30 @@ TEST(Conv2dGpu, RpnConv3x3WithBiasAndEdgeCases) {
   d.dilation_h = d.dilation_w = 2;
   check_conv("dilation 2 odd sizes batch 2", d);
   check_conv("inception 4x4 3x3 SAME", with_same(conv(1, 64, 4, 4, 96, 3, 3, 1, 0)));
+#endif
+}
+
+// Every convolution of Inception-v2's Mixed_3c, Mixed_4a and Mixed_5a at depth multiplier 0.25 on a 64x45 input
+// (8x6 and 4x3 maps, stride-2 TF SAME with asymmetric padding), with the deterministic and the default algorithm
+// sets: the shapes of the open dm0.25 backward mismatch (docs/gpu_verification.md).
+TEST(Conv2dGpu, InceptionSmallMapsBothAlgorithmSets) {
+  CTDET_REQUIRE_GPU();
+#if CTDET_WITH_CUDA
+  struct C { const char* name; Conv2dParams p; };
+  const C cases[] = {
+      {"Mixed_3c 1x1 72->16 @8x6", with_same(conv(1, 72, 8, 6, 16, 1, 1, 1, 0))},
+      {"Mixed_3c 3x3 16->24 @8x6", with_same(conv(1, 16, 8, 6, 24, 3, 3, 1, 0))},
+      {"Mixed_3c 3x3 24->24 @8x6", with_same(conv(1, 24, 8, 6, 24, 3, 3, 1, 0))},
+      {"Mixed_4a 1x1 80->32 @8x6", with_same(conv(1, 80, 8, 6, 32, 1, 1, 1, 0))},
+      {"Mixed_4a 3x3/2 32->40 @8x6 SAME", with_same(conv(1, 32, 8, 6, 40, 3, 3, 2, 0))},
+      {"Mixed_4a 1x1 80->16 @8x6", with_same(conv(1, 80, 8, 6, 16, 1, 1, 1, 0))},
+      {"Mixed_4a 3x3/2 24->24 @8x6 SAME", with_same(conv(1, 24, 8, 6, 24, 3, 3, 2, 0))},
+      {"Mixed_5a 3x3/2 32->48 @4x3 SAME", with_same(conv(1, 32, 4, 3, 48, 3, 3, 2, 0))},
+      {"Mixed_5a 3x3/2 64->64 @4x3 SAME", with_same(conv(1, 64, 4, 3, 64, 3, 3, 2, 0))},
+      {"Mixed_5b 3x3 48->80 @2x2", with_same(conv(1, 48, 2, 2, 80, 3, 3, 1, 0))},
+  };
+  for (const C& c : cases)
+    for (bool det : {false, true}) check_conv(std::string(c.name) + (det ? " det" : " default"), c.p, 1e-4, det);
 #endif
 }
 

@@ -238,6 +238,11 @@ TEST(ElemOpsGpu, PoolingOnRealShapes) {
       {"avgpool 3x3/1 SAME excl 1x192x38x38 (Inception)", mk(PoolKind::Avg, 1, 192, 38, 38, 3, 1, PoolPadding::TfSame, 0, false), 1e-6},
       {"avgpool 3x3/2 pad1 incl 2x32x15x17", mk(PoolKind::Avg, 2, 32, 15, 17, 3, 2, PoolPadding::Explicit, 1, true), 1e-6},
       {"maxpool 1x1/2 SAME on 1x1 map", mk(PoolKind::Max, 3, 5, 1, 1, 1, 2, PoolPadding::TfSame, 0, false), 0},
+      // The small Inception maps of the open dm0.25 backward mismatch (Mixed_4a, Mixed_5a, Mixed_5c, Mixed_3c).
+      {"maxpool 3x3/2 SAME 1x80x8x6 (Mixed_4a)", mk(PoolKind::Max, 1, 80, 8, 6, 3, 2, PoolPadding::TfSame, 0, false), 0},
+      {"maxpool 3x3/2 SAME 1x144x4x3 (Mixed_5a)", mk(PoolKind::Max, 1, 144, 4, 3, 3, 2, PoolPadding::TfSame, 0, false), 0},
+      {"maxpool 3x3/1 SAME 1x256x2x2 (Mixed_5c)", mk(PoolKind::Max, 1, 256, 2, 2, 3, 1, PoolPadding::TfSame, 0, false), 0},
+      {"avgpool 3x3/1 SAME excl 1x72x8x6 (Mixed_3c)", mk(PoolKind::Avg, 1, 72, 8, 6, 3, 1, PoolPadding::TfSame, 0, false), 1e-6},
   };
   for (const auto& c : cases) {
     const PoolGeom g = pool2d_geometry(c.p);
