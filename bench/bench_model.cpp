@@ -7,7 +7,9 @@
 // loss/detections are read back, as a trainer or an application would). device_used_mib: the growth of the
 // device's used memory from before the store/plan was allocated to after the runs (cudaMemGetInfo), a
 // high-water proxy that includes cuDNN/cuBLAS handles' own allocations.
-//   bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter SUBSTR]
+//   bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter SUBSTR] [--profile]
+// --profile: after the timed runs, one more run per case with per-node timing (Executor::profile: CUDA events or
+// CPU wall clock); the top-20 nodes and the time per op kind go to stderr.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -31,7 +33,7 @@ using namespace ctdet;
 namespace {
 
 struct Opt {
-  bool cuda = false, quick = false;
+  bool cuda = false, quick = false, profile = false;
   int reps = 0, warmup = 2;
   std::string filter;
 };
@@ -81,8 +83,9 @@ int main(int argc, char** argv) {
     else if (a == "--warmup") o.warmup = std::atoi(next().c_str());
     else if (a == "--quick") o.quick = true;
     else if (a == "--filter") o.filter = next();
+    else if (a == "--profile") o.profile = true;
     else {
-      std::fprintf(stderr, "usage: bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter S]\n");
+      std::fprintf(stderr, "usage: bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter S] [--profile]\n");
       return 2;
     }
   }
@@ -153,6 +156,18 @@ int main(int argc, char** argv) {
         }
         const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
         if (r >= o.warmup) ms.push_back(t);
+      }
+      if (o.profile) {
+        Executor* ex = s.last_executor();
+        ex->profile = true;
+        if (c.train) {
+          ps.zero_grads();
+          s.train_step(b, 999);
+        } else {
+          s.detect(b, 0.f);
+        }
+        ex->profile = false;
+        std::fprintf(stderr, "== %s batch %d %dx%d\n%s", tag.c_str(), c.n, c.h, c.w, ex->profile_table(20).c_str());
       }
       std::sort(ms.begin(), ms.end());
       const double med = ms[ms.size() / 2];

@@ -61,6 +61,8 @@ class DetectorSession {
   std::string last_plan_report() const;
   size_t planned_peak_bytes() const;
   size_t num_graphs() const { return cache_.size(); }
+  // The executor of the last graph used (profiling: set its `profile` flag, run, read profile_table()).
+  Executor* last_executor() const { return last_ ? last_->ex.get() : nullptr; }
   const FasterRcnnConfig& config() const { return cfg_; }
 
  private:

@@ -1,5 +1,11 @@
 #include "nn/executor.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <sstream>
+
 #include "nn/op_registry.h"
 #if CTDET_WITH_CUDA
 #include "kernels/common/cuda_check.cuh"
@@ -66,14 +72,75 @@ void Executor::set(ValueId v, const void* host, size_t bytes) {
   copy_to_device(device_, t.data, host, bytes);
 }
 
+Executor::~Executor() {
+#if CTDET_WITH_CUDA
+  for (void* e : events_) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+#endif
+}
+
+std::string Executor::profile_table(int top) const {
+  if (profiled_runs == 0 || node_ms.empty()) return "(no profiled run)\n";
+  const double runs = profiled_runs;
+  double total = 0;
+  for (double v : node_ms) total += v;
+  std::vector<int> order(node_ms.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = int(i);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return node_ms[size_t(a)] > node_ms[size_t(b)]; });
+  std::map<std::string, std::pair<double, int>> by_op;
+  for (size_t i = 0; i < node_ms.size(); ++i) {
+    auto& e = by_op[g_.node(int(i)).op];
+    e.first += node_ms[i];
+    e.second++;
+  }
+  std::ostringstream o;
+  o << str("per-node time, mean of ", profiled_runs, " run(s), ", device_ == Device::CPU ? "CPU wall clock" : "CUDA events",
+           ": total ", total / runs, " ms\n");
+  o << "  rank  ms/run   share  node (op)\n";
+  for (int k = 0; k < std::min<int>(top, int(order.size())); ++k) {
+    const int i = order[size_t(k)];
+    char line[512];
+    std::snprintf(line, sizeof(line), "  %4d %8.3f  %5.1f%%  %s (%s)\n", k + 1, node_ms[size_t(i)] / runs,
+                  100.0 * node_ms[size_t(i)] / std::max(total, 1e-12), g_.node(i).name.c_str(), g_.node(i).op.c_str());
+    o << line;
+  }
+  std::vector<std::pair<std::string, std::pair<double, int>>> ops_sorted(by_op.begin(), by_op.end());
+  std::stable_sort(ops_sorted.begin(), ops_sorted.end(),
+                   [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+  o << "  by op kind: ms/run  share  nodes\n";
+  for (const auto& [op, v] : ops_sorted) {
+    char line[256];
+    std::snprintf(line, sizeof(line), "  %-28s %8.3f  %5.1f%%  %d\n", op.c_str(), v.first / runs,
+                  100.0 * v.first / std::max(total, 1e-12), v.second);
+    o << line;
+  }
+  return o.str();
+}
+
 void Executor::run_nodes(int begin, int end) {
   const OpRegistry& reg = ops();
   OpContext c;
   c.graph = &g_;
   c.device = device_;
   c.cuda = cuda_;
+  if (profile && node_ms.size() != size_t(g_.num_nodes())) node_ms.assign(size_t(g_.num_nodes()), 0.0);
+#if CTDET_WITH_CUDA
+  if (profile && device_ == Device::CUDA && events_.size() != size_t(g_.num_nodes()) + 1) {
+    for (void* e : events_) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+    events_.assign(size_t(g_.num_nodes()) + 1, nullptr);
+    for (auto& e : events_) {
+      cudaEvent_t ev;
+      CTDET_CUDA_CHECK(cudaEventCreate(&ev));
+      e = ev;
+    }
+  }
+#endif
   for (int i = begin; i < end; ++i) {
     const Node& n = g_.node(i);
+    const auto t0 = std::chrono::steady_clock::now();
+#if CTDET_WITH_CUDA
+    if (profile && device_ == Device::CUDA)
+      CTDET_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(events_[size_t(i)]), cuda_->stream));
+#endif
     const OpDef& def = reg.get(n.op);
     c.node = &n;
     c.in.clear();
@@ -111,6 +178,8 @@ void Executor::run_nodes(int begin, int end) {
     } catch (const Error& e) {
       throw Error(str("while running node ", i, " '", n.name, "' (", n.op, "): ", e.what()));
     }
+    if (profile && device_ == Device::CPU)
+      node_ms[size_t(i)] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (debug && device_ == Device::CPU) {
       // Poison every planned buffer whose life ends here (NaN in f32 and f64).
       for (size_t b = 0; b < plan_.buffers.size(); ++b)
@@ -118,6 +187,19 @@ void Executor::run_nodes(int begin, int end) {
           arena_.fill_bytes(plan_.buffer_offset[b], plan_.buffers[b].bytes, 0xFF);
     }
   }
+#if CTDET_WITH_CUDA
+  if (profile && device_ == Device::CUDA && end > begin) {
+    CTDET_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(events_[size_t(end)]), cuda_->stream));
+    CTDET_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(events_[size_t(end)])));
+    for (int i = begin; i < end; ++i) {
+      float ms = 0;
+      CTDET_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(events_[size_t(i)]),
+                                            static_cast<cudaEvent_t>(events_[size_t(i) + 1])));
+      node_ms[size_t(i)] += ms;
+    }
+  }
+#endif
+  if (profile && begin == 0 && end == g_.num_nodes()) ++profiled_runs;
 }
 
 }  // namespace ctdet

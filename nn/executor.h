@@ -40,6 +40,14 @@ class Executor {
 
   bool debug = false;  // synchronise + check after each node; on CPU poison dead buffers with NaN
 
+  // Per-node timing: while `profile` is set, each run adds every node's time to node_ms (CPU: wall clock around the
+  // node; CUDA: events recorded on the stream before and after each node, so the GPU time between them, read after
+  // the run). profile_table() lists the top nodes and the time per op kind, averaged over profiled_runs.
+  bool profile = false;
+  std::vector<double> node_ms;
+  int profiled_runs = 0;
+  std::string profile_table(int top = 20) const;
+
   size_t arena_bytes() const { return arena_.size(); }
 
  private:
@@ -50,6 +58,11 @@ class Executor {
   CudaContext* cuda_;
   DeviceBuffer arena_;
   std::vector<Tensor> views_;  // per value
+  std::vector<void*> events_;  // CUDA events for profiling (cudaEvent_t), created on first use
+ public:
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
 };
 
 }  // namespace ctdet

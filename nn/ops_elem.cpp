@@ -6,6 +6,7 @@
 // Op kinds (inputs -> outputs; attrs):
 //   relu6                 x -> y                                          ; none
 //   relu6_grad            dy, y -> dx                                     ; none
+//   bn_scale_shift        gamma, beta, mean, var (C) -> scale, shift (C)  ; BatchNormParams (eps); frozen BN only
 //   bn_add_relu           x (N,C,..), scale (C), shift (C) [, r like x] -> y ; none
 //   bn_add_relu_grad_x    dy, y, scale -> dx                              ; none   (dr uses core "relu_grad")
 //   concat                x_0..x_k-1 (N,C_i,..) -> y (N,sum C_i,..)       ; none   (grad: "slice" per input)
@@ -23,6 +24,7 @@
 //   <loss>_grad           dloss (1), <the forward inputs> -> d logits/pred (R,C)              ; LossParams
 #include <cmath>
 
+#include "kernels/batchnorm.h"
 #include "nn/autograd.h"
 #include "nn/op_attrs.h"
 #include "nn/op_registry.h"
@@ -31,6 +33,7 @@ namespace ctdet {
 
 #if CTDET_WITH_CUDA
 void elem_relu6_cuda(OpContext& c);
+void elem_bn_scale_shift_cuda(OpContext& c);
 void elem_relu6_grad_cuda(OpContext& c);
 void elem_bn_add_relu_cuda(OpContext& c);
 void elem_bn_add_relu_grad_x_cuda(OpContext& c);
@@ -60,6 +63,15 @@ void relu6_cpu(OpContext& c) {
 void relu6_grad_cpu(OpContext& c) {
   CTDET_FLOAT_OP(c, relu6_backward_cpu<T>(c.out[0].numel(), c.in[0].ptr<T>(), c.in[1].ptr<T>(), c.out[0].ptr<T>(),
                                           c.accumulate(0)););
+}
+
+// ---- bn_scale_shift: frozen BN statistics -> the per-channel affine map bn_add_relu applies ------------------
+void bn_scale_shift_cpu(OpContext& c) {
+  require_overwrite(c);
+  const double eps = c.attrs<BatchNormParams>().eps;
+  const int C = int(c.in[0].shape[0]);
+  CTDET_FLOAT_OP(c, batchnorm_frozen_scale_shift_cpu<T>(C, c.in[0].ptr<T>(), c.in[1].ptr<T>(), c.in[2].ptr<T>(),
+                                                        c.in[3].ptr<T>(), eps, c.out[0].ptr<T>(), c.out[1].ptr<T>()););
 }
 
 // ---- bn_add_relu ----------------------------------------------------------------------------------------
@@ -286,6 +298,23 @@ void register_elem_ops(OpRegistry& r) {
     d.inplace = true;
     d.cpu = relu6_grad_cpu;
     d.cuda = CTDET_CUDA_FN(elem_relu6_grad_cuda);
+    r.add(d);
+  }
+  {
+    OpDef d;
+    d.name = "bn_scale_shift";
+    d.infer = [](const Graph& g, const Node& n) -> std::vector<OutputDesc> {
+      need_inputs(g, n, 4, 4, "gamma, beta, mean, var (C)");
+      for (size_t i = 0; i < 4; ++i) need_float(g, n, i);
+      const Shape& c = shp(g, n.inputs[0]);
+      need(c.rank() == 1, g, n, "gamma must be (C)");
+      for (size_t i = 1; i < 4; ++i) need(shp(g, n.inputs[i]) == c, g, n, "beta, mean and var must be ", c.str());
+      need(node_attrs<BatchNormParams>(n).eps > 0, g, n, "eps must be positive");
+      return {{c, dt(g, n.inputs[0])}, {c, dt(g, n.inputs[0])}};
+    };
+    // Frozen statistics only: the builders use batchnorm_frozen when gamma/beta are trained.
+    d.cpu = bn_scale_shift_cpu;
+    d.cuda = CTDET_CUDA_FN(elem_bn_scale_shift_cuda);
     r.add(d);
   }
   {

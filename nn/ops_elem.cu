@@ -2,6 +2,10 @@
 // helpers as the CPU path (nn/op_attrs.h) and call the kernels' CUDA entry points on the context's stream.
 #include <vector>
 
+#include "kernels/batchnorm.h"
+#include "kernels/batchnorm_math.h"
+#include "kernels/common/cuda_check.cuh"
+#include "kernels/common/launch.cuh"
 #include "nn/cuda_context.h"
 #include "nn/op_attrs.h"
 
@@ -22,6 +26,25 @@ void elem_relu6_cuda(OpContext& c) {
 }
 void elem_relu6_grad_cuda(OpContext& c) {
   relu6_backward_cuda(ctx(c), c.out[0].numel(), fin(c, 0), fin(c, 1), fout(c, 0), c.accumulate(0));
+}
+
+namespace {
+__global__ void bn_scale_shift_kernel(int C, float eps, const float* gamma, const float* beta, const float* mean,
+                                      const float* var, float* scale, float* shift) {
+  CTDET_GRID_STRIDE(c, C) {
+    scale[c] = bn_frozen_scale(gamma[c], var[c], eps);  // the CPU's batchnorm_frozen_scale_shift_cpu math
+    shift[c] = bn_frozen_shift(beta[c], mean[c], scale[c]);
+  }
+}
+}  // namespace
+
+void elem_bn_scale_shift_cuda(OpContext& c) {
+  require_overwrite(c);
+  const int C = int(c.in[0].shape[0]);
+  if (C == 0) return;
+  bn_scale_shift_kernel<<<cuda::grid_for(C), cuda::kBlock, 0, ctx(c).stream>>>(
+      C, float(c.attrs<BatchNormParams>().eps), fin(c, 0), fin(c, 1), fin(c, 2), fin(c, 3), fout(c, 0), fout(c, 1));
+  CTDET_CUDA_LAUNCH_CHECK("bn_scale_shift_kernel");
 }
 
 void elem_bn_add_relu_cuda(OpContext& c) {

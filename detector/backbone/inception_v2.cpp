@@ -102,6 +102,11 @@ ValueId InceptionV2Backbone::bn_relu(Graph& g, ValueId y, const std::string& sco
   ValueId var = frozen_param(g, b + ".moving_variance", c);
   BatchNormParams bp;
   bp.eps = opt_.bn_eps;
+  if (!opt_.bn_affine_trainable) {
+    // Frozen BN + ReLU as one fused pass (as in resnet.cpp): statistics folded into a per-channel scale and shift.
+    auto ss = g.add("bn_scale_shift", b, {gamma, beta, mean, var}, bp);
+    return g.add1("bn_add_relu", scope + ".Relu", {y, ss[0], ss[1]});
+  }
   ValueId z = g.add1("batchnorm_frozen", b, {y, gamma, beta, mean, var}, bp);
   return g.add1("relu", scope + ".Relu", {z});
 }

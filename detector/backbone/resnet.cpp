@@ -78,20 +78,47 @@ ValueId ResNetBackbone::unit(Graph& g, ValueId x, int block, int u, int stride) 
     pp.sh = pp.sw = stride;
     shortcut = g.add1("max_pool", p + "subsample", {x}, pp);
   }
-  ValueId h = g.add1("relu", p + "relu1", {conv_bn(g, x, p + "conv1", p + "bn1", width, 1, 1, 0)});
+  ValueId h = conv_bn_relu(g, x, p + "conv1", p + "bn1", p + "relu1", width, 1, 1, 0);
   // 3x3 with padding 1/1 in both layouts: slim conv2d_same pads (k-1)/2 = 1 each side for stride 2, and SAME
   // at stride 1 is 1/1 too.
-  h = g.add1("relu", p + "relu2", {conv_bn(g, h, p + "conv2", p + "bn2", width, 3, stride, 1)});
-  h = conv_bn(g, h, p + "conv3", p + "bn3", out, 1, 1, 0);
-  ValueId s = g.add1("add", p + "add", {h, shortcut});
-  return g.add1("relu", p + "relu", {s});
+  h = conv_bn_relu(g, h, p + "conv2", p + "bn2", p + "relu2", width, 3, stride, 1);
+  return conv_bn_relu(g, h, p + "conv3", p + "bn3", p + "relu", out, 1, 1, 0, shortcut);
+}
+
+// conv -> frozen BN [-> + residual] -> ReLU. With frozen gamma/beta (the default) the BN, the add and the ReLU are one
+// fused pass (bn_scale_shift folds the statistics into a per-channel scale and shift, bn_add_relu applies them): one
+// memory pass instead of three and no intermediate buffers. With trainable gamma/beta the separate ops are used.
+ValueId ResNetBackbone::conv_bn_relu(Graph& g, ValueId x, const std::string& conv_name, const std::string& bn_name,
+                                     const std::string& relu_name, int out_ch, int k, int stride, int pad,
+                                     ValueId residual) const {
+  if (opt_.bn_affine_trainable) {
+    ValueId h = conv_bn(g, x, conv_name, bn_name, out_ch, k, stride, pad);
+    if (residual != kNoValue) h = g.add1("add", relu_name + "_add", {h, residual});
+    return g.add1("relu", relu_name, {h});
+  }
+  const int64_t in_ch = g.value(x).shape[1];
+  ValueId w = g.param(conv_name + ".weight", {out_ch, in_ch, k, k});
+  Conv2dParams cp;
+  cp.stride_h = cp.stride_w = stride;
+  cp.pad_top = cp.pad_bottom = cp.pad_left = cp.pad_right = pad;
+  ValueId y = g.add1("conv2d", conv_name, {x, w}, cp);
+  const Shape c{out_ch};
+  BatchNormParams bp;
+  bp.eps = opt_.bn_eps;
+  auto ss = g.add("bn_scale_shift", bn_name, {frozen_param(g, bn_name + ".weight", c), frozen_param(g, bn_name + ".bias", c),
+                                              frozen_param(g, bn_name + ".running_mean", c),
+                                              frozen_param(g, bn_name + ".running_var", c)},
+                  bp);
+  std::vector<ValueId> in = {y, ss[0], ss[1]};
+  if (residual != kNoValue) in.push_back(residual);
+  return g.add1("bn_add_relu", relu_name, in);
 }
 
 ValueId ResNetBackbone::first_stage(Graph& g, ValueId image, ResNetTaps* taps) const {
   const Shape& in = g.value(image).shape;
   CTDET_CHECK(in.rank() == 4 && in[1] == 3, "resnet first stage: the image must be (N,3,H,W), got ",
               g.describe(image));
-  ValueId x = g.add1("relu", "relu", {conv_bn(g, image, "conv1", "bn1", opt_.base_width, 7, 2, 3)});
+  ValueId x = conv_bn_relu(g, image, "conv1", "bn1", "relu", opt_.base_width, 7, 2, 3);
   Pool2dParams pp;
   pp.kind = PoolKind::Max;
   pp.kh = pp.kw = 3;

@@ -88,6 +88,9 @@ class ResNetBackbone {
   ValueId unit(Graph& g, ValueId x, int block, int u, int stride) const;
   ValueId conv_bn(Graph& g, ValueId x, const std::string& conv_name, const std::string& bn_name, int out_ch, int k,
                   int stride, int pad) const;
+  ValueId conv_bn_relu(Graph& g, ValueId x, const std::string& conv_name, const std::string& bn_name,
+                       const std::string& relu_name, int out_ch, int k, int stride, int pad,
+                       ValueId residual = kNoValue) const;
   ResNetOptions opt_;
 };
 
