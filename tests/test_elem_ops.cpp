@@ -320,6 +320,30 @@ TEST(Pool, MaxTiesGoToFirstMaximum) {
   EXPECT_EQ(dx, (Vec{0.0, 5.0, 0.0, 0.0}));
 }
 
+// The CPU's 2x2/2 max-pool fast path (the ROI crop pool) against the generic per-window function, with ties and
+// an odd-sized map (the last row/column is not covered), bit for bit.
+TEST(Pool, TwoByTwoFastPathEqualsGenericWindows) {
+  Pool2dParams p;
+  p.kind = PoolKind::Max;
+  p.N = 3;
+  p.C = 5;
+  p.H = 15;
+  p.W = 14;
+  p.kh = p.kw = p.sh = p.sw = 2;
+  const PoolGeom g = pool2d_geometry(p);
+  std::vector<float> x = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.H * g.W), 77);
+  for (size_t i = 0; i + 1 < x.size(); i += 7) x[i + 1] = x[i];  // ties
+  std::vector<float> y(size_t(g.N * g.C * g.P * g.Q));
+  pool2d_forward_cpu<float>(p, x.data(), y.data());
+  int64_t diff = 0;
+  for (int64_t nc = 0; nc < g.N * g.C; ++nc)
+    for (int64_t i = 0; i < g.P; ++i)
+      for (int64_t j = 0; j < g.Q; ++j)
+        diff += y[size_t((nc * g.P + i) * g.Q + j)] != pool2d_forward_at(g, x.data() + nc * g.H * g.W, i, j);
+  std::printf("[err] 2x2/2 max pool fast path vs generic windows: %lld of %zu outputs differ\n", (long long)diff, y.size());
+  EXPECT_EQ(diff, 0);
+}
+
 TEST(Pool, BadParamsNameTheOp) {
   Pool2dParams p;
   p.N = 1; p.C = 1; p.H = 5; p.W = 5; p.kh = p.kw = 3; p.sh = p.sw = 1;

@@ -15,6 +15,9 @@ proposals up to the whole image and NMS 0.7 collapses them to a handful, and the
 (about 1.5 GFLOP per ROI) on a few ROIs instead of 300. The peer therefore runs the RPN NMS at IoU 1.0 (nothing
 suppressed: exactly 300 proposals at inference and 64 sampled ROIs in training, as ctdet, whose (10,10,5,5) coder
 keeps random proposals diverse). --rpn-nms 0.7 restores the configured value (for trained weights).
+The RPN's minimum box size is set to 0 as in TF-OD (spec §4.5: no minimum-size filter); torchvision's default 1e-3
+removed every (degenerate) random proposal, so the peer ran its head on 0 ROIs at inference. With both settings the
+peer processes exactly 300 ROIs at inference and 64 in training (checked with a hook on box_roi_pool).
 fp32, TF32 off, cudnn.benchmark off (as ctdet). CSV on stdout, the same columns as bench_model:
   model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,peak_mib
 peak_mib: torch.cuda.max_memory_allocated over the timed runs (0 on CPU).
@@ -70,6 +73,7 @@ def build(h, w, rpn_nms):
                    box_head=C4Head(r), box_predictor=FastRCNNPredictor(2048, 4),
                    box_score_thresh=0.0, box_nms_thresh=0.6, box_detections_per_img=300,
                    box_batch_size_per_image=64, box_positive_fraction=0.25)
+    m.rpn.min_size = 0.0
     return m
 
 

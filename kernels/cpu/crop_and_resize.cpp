@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "kernels/crop_and_resize_math.h"
 
@@ -33,6 +34,10 @@ void crop_and_resize_forward_cpu(const CropAndResizeParams& p, const T* x, const
   validate_crop_and_resize(p);
   validate_crop_and_resize_boxes(p, boxes, box_index);
   const int64_t plane = p.H * p.W, cells = p.crop_h * p.crop_w;
+  // Sample points once per box, then channel by channel (reads stay inside one feature plane, writes are contiguous);
+  // the same arithmetic as per-cell evaluation, so results are unchanged.
+  std::vector<BilinearPoint<T>> pts(static_cast<size_t>(cells));
+  std::vector<uint8_t> inside(static_cast<size_t>(cells));
   for (int64_t r = 0; r < p.R; ++r) {
     const T* b = boxes + r * 4;
     const T* img = x + int64_t(box_index[r]) * p.C * plane;
@@ -41,12 +46,14 @@ void crop_and_resize_forward_cpu(const CropAndResizeParams& p, const T* x, const
       const T sy = crop_sample_coord(b[0], b[2], i, p.crop_h, p.H);
       for (int64_t j = 0; j < p.crop_w; ++j) {
         const T sx = crop_sample_coord(b[1], b[3], j, p.crop_w, p.W);
-        BilinearPoint<T> bp;
-        const bool inside = tf_bilinear_point(sy, sx, p.H, p.W, &bp);
-        for (int64_t c = 0; c < p.C; ++c)
-          out[c * cells + i * p.crop_w + j] =
-              inside ? bilinear_sample(img + c * plane, p.W, bp) : T(p.extrapolation_value);
+        inside[size_t(i * p.crop_w + j)] = tf_bilinear_point(sy, sx, p.H, p.W, &pts[size_t(i * p.crop_w + j)]) ? 1 : 0;
       }
+    }
+    for (int64_t c = 0; c < p.C; ++c) {
+      const T* plane_c = img + c * plane;
+      T* o = out + c * cells;
+      for (int64_t k = 0; k < cells; ++k)
+        o[k] = inside[size_t(k)] ? bilinear_sample(plane_c, p.W, pts[size_t(k)]) : T(p.extrapolation_value);
     }
   }
 }

@@ -69,6 +69,27 @@ PoolGeom pool2d_geometry(const Pool2dParams& p) {
 template <typename T>
 void pool2d_forward_cpu(const Pool2dParams& p, const T* x, T* y) {
   const PoolGeom g = pool2d_geometry(p);
+  if (g.kind == 0 && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.pad_top == 0 && g.pad_left == 0 &&
+      2 * g.P <= g.H && 2 * g.Q <= g.W) {
+    // The ROI crop's 2x2/2 max pool (every window inside the map): the same comparisons in the same order as
+    // pool_max_window (first maximum wins), without its per-output bounds arithmetic.
+    for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+      const T* xp = x + nc * g.H * g.W;
+      T* yp = y + nc * g.P * g.Q;
+      for (int64_t i = 0; i < g.P; ++i) {
+        const T* r0 = xp + (2 * i) * g.W;
+        const T* r1 = r0 + g.W;
+        for (int64_t j = 0; j < g.Q; ++j) {
+          T best = r0[2 * j];
+          if (r0[2 * j + 1] > best) best = r0[2 * j + 1];
+          if (r1[2 * j] > best) best = r1[2 * j];
+          if (r1[2 * j + 1] > best) best = r1[2 * j + 1];
+          yp[i * g.Q + j] = best;
+        }
+      }
+    }
+    return;
+  }
   for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
     const T* xp = x + nc * g.H * g.W;
     T* yp = y + nc * g.P * g.Q;
