@@ -2,7 +2,7 @@
 // detectors (ResNet-101 and Inception-v2 Faster R-CNN, 3 classes, the TF-OD numbers) at 600x600 and 600x1024,
 // batch 1 and 2. CSV on stdout:
 //   model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,planned_peak_mib,params_mib,
-//   device_used_mib,tflops_est
+//   device_used_mib,rois_per_image   (rois: proposals the second stage ran on at inference; sampled ROIs in training)
 // Median over --reps runs after --warmup runs; on CUDA each run ends with a stream synchronisation (the
 // loss/detections are read back, as a trainer or an application would). device_used_mib: the growth of the
 // device's used memory from before the store/plan was allocated to after the runs (cudaMemGetInfo), a
@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
 #endif
     const Device dev = o.cuda ? Device::CUDA : Device::CPU;
     std::printf("model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,planned_peak_mib,params_mib,"
-                "device_used_mib\n");
+                "device_used_mib,rois_per_image\n");
     struct Case {
       BackboneKind kind;
       bool train;
@@ -172,9 +172,13 @@ int main(int argc, char** argv) {
       std::sort(ms.begin(), ms.end());
       const double med = ms[ms.size() / 2];
       const double used = o.cuda ? double(used_device_bytes() - used0) / (1 << 20) : 0.0;
-      std::printf("%s,%s,%s,%d,%d,%d,%.3f,%.3f,%.2f,%.1f,%.1f,%.1f\n", name.c_str(), o.cuda ? "cuda" : "cpu",
+      const std::vector<int> rois = s.last_roi_counts();
+      double mean_rois = 0;
+      for (int r : rois) mean_rois += r;
+      mean_rois /= std::max<size_t>(rois.size(), 1);
+      std::printf("%s,%s,%s,%d,%d,%d,%.3f,%.3f,%.2f,%.1f,%.1f,%.1f,%.0f\n", name.c_str(), o.cuda ? "cuda" : "cpu",
                   c.train ? "train" : "infer", c.n, c.h, c.w, med, ms.front(), 1000.0 * c.n / med,
-                  double(s.planned_peak_bytes()) / (1 << 20), double(ps.bytes()) / (1 << 20), used);
+                  double(s.planned_peak_bytes()) / (1 << 20), double(ps.bytes()) / (1 << 20), used, mean_rois);
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {

@@ -166,6 +166,14 @@ std::vector<std::vector<Detection>> DetectorSession::detect(const Batch& b, floa
 std::string DetectorSession::last_plan_report() const {
   return last_ ? last_->plan.report(last_->d.graph) : std::string("(no graph yet)");
 }
+std::vector<int> DetectorSession::last_roi_counts() const {
+  if (!last_) return {};
+  const int n = int(last_->d.graph.value(last_->d.image).shape[0]);
+  if (last_->d.det_count == kNoValue) return std::vector<int>(size_t(n), cfg_.box_batch_size);
+  const auto c = last_->ex->get<int32_t>(last_->d.proposal_count);
+  return std::vector<int>(c.begin(), c.end());
+}
+
 size_t DetectorSession::planned_peak_bytes() const { return last_ ? last_->plan.arena_bytes : 0; }
 
 }  // namespace ctdet

@@ -61,6 +61,9 @@ class DetectorSession {
   std::string last_plan_report() const;
   size_t planned_peak_bytes() const;
   size_t num_graphs() const { return cache_.size(); }
+  // Proposals per image of the last inference run (the ROIs the second stage processed), or the sampled ROIs per
+  // image (cfg.box_batch_size, padded rows excluded only in the losses) for a training run.
+  std::vector<int> last_roi_counts() const;
   // The executor of the last graph used (profiling: set its `profile` flag, run, read profile_table()).
   Executor* last_executor() const { return last_ ? last_->ex.get() : nullptr; }
   const FasterRcnnConfig& config() const { return cfg_; }

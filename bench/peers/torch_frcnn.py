@@ -19,7 +19,9 @@ The RPN's minimum box size is set to 0 as in TF-OD (spec §4.5: no minimum-size 
 removed every (degenerate) random proposal, so the peer ran its head on 0 ROIs at inference. With both settings the
 peer processes exactly 300 ROIs at inference and 64 in training (checked with a hook on box_roi_pool).
 fp32, TF32 off, cudnn.benchmark off (as ctdet). CSV on stdout, the same columns as bench_model:
-  model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,peak_mib
+  model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,peak_mib,rois_per_image
+rois_per_image: ROIs the box head processed per image in the last timed run (a hook on box_roi_pool), so a peer that
+skips its head can never pass unnoticed.
 peak_mib: torch.cuda.max_memory_allocated over the timed runs (0 on CPU).
 There is no Inception-v2 (BN-Inception) in torchvision: that model has no peer here.
 """
@@ -98,7 +100,7 @@ def main():
     torch.backends.cudnn.benchmark = False
     dev = torch.device(a.device)
     reps = a.reps or ((5 if a.quick else 10) if cuda else (1 if a.quick else 3))
-    print("model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,peak_mib")
+    print("model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,peak_mib,rois_per_image")
     cases = []
     for train in (True, False):
         for n in (1, 2):
@@ -119,6 +121,8 @@ def main():
         tgts = [{"boxes": torch.tensor([[w * .2, h * .3, w * .45, h * .6], [w * .55, h * .25, w * .8, h * .5]], device=dev),
                  "labels": torch.tensor([1, 3], device=dev)} for _ in range(n)]
         m.train(train)
+        seen = []
+        m.roi_heads.box_roi_pool.register_forward_hook(lambda mod, inp, out: seen.append(out.shape[0]))
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -144,7 +148,7 @@ def main():
         med = ms[len(ms) // 2]
         peak = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else 0.0
         print(f"faster_rcnn_resnet101,{a.device},{'train' if train else 'infer'},{n},{h},{w},{med:.3f},{ms[0]:.3f},"
-              f"{1000.0 * n / med:.2f},{peak:.1f}", flush=True)
+              f"{1000.0 * n / med:.2f},{peak:.1f},{(seen[-1] / n) if seen else 0:.0f}", flush=True)
         del m, opt
         if cuda:
             torch.cuda.empty_cache()
