@@ -344,6 +344,44 @@ TEST(Pool, TwoByTwoFastPathEqualsGenericWindows) {
   EXPECT_EQ(diff, 0);
 }
 
+// Max-pool backward by scatter (one argmax per window) against the per-cell definition pool2d_backward_at, bit for
+// bit: overlapping 3x3/2 and 3x3/1 TF SAME windows with ties (overwrite), and disjoint 2x2/2 windows (accumulate).
+TEST(Pool, MaxBackwardScatterEqualsPerCellDefinition) {
+  struct Case { int k, s; PoolPadding pad; bool acc; };
+  int64_t diff = 0, total = 0;
+  for (const Case& c : {Case{3, 2, PoolPadding::TfSame, false}, Case{3, 1, PoolPadding::TfSame, false},
+                        Case{2, 2, PoolPadding::Explicit, true}, Case{2, 2, PoolPadding::Explicit, false}}) {
+    Pool2dParams p;
+    p.kind = PoolKind::Max;
+    p.N = 2;
+    p.C = 3;
+    p.H = 9;
+    p.W = 8;
+    p.kh = p.kw = c.k;
+    p.sh = p.sw = c.s;
+    p.padding = c.pad;
+    const PoolGeom g = pool2d_geometry(p);
+    std::vector<float> x = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.H * g.W), 81);
+    for (size_t i = 0; i + 1 < x.size(); i += 5) x[i + 1] = x[i];  // ties
+    const std::vector<float> dy = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.P * g.Q), 82);
+    const std::vector<float> pre = ctdet::testing::random_vec<float>(x.size(), 83);
+    std::vector<float> dx = c.acc ? pre : std::vector<float>(x.size(), 7.f);
+    pool2d_backward_cpu<float>(p, dy.data(), x.data(), dx.data(), c.acc);
+    for (int64_t nc = 0; nc < g.N * g.C; ++nc)
+      for (int64_t h = 0; h < g.H; ++h)
+        for (int64_t w = 0; w < g.W; ++w) {
+          const size_t i = size_t((nc * g.H + h) * g.W + w);
+          float want = pool2d_backward_at(g, x.data() + nc * g.H * g.W, dy.data() + nc * g.P * g.Q, h, w);
+          if (c.acc) want = pre[i] + want;
+          diff += dx[i] != want;
+          ++total;
+        }
+  }
+  std::printf("[err] max-pool backward scatter vs per-cell definition: %lld of %lld cells differ\n", (long long)diff,
+              (long long)total);
+  EXPECT_EQ(diff, 0);
+}
+
 TEST(Pool, BadParamsNameTheOp) {
   Pool2dParams p;
   p.N = 1; p.C = 1; p.H = 5; p.W = 5; p.kh = p.kw = 3; p.sh = p.sw = 1;

@@ -1,6 +1,8 @@
 // CPU reference for kernels/pool.h.
 #include "kernels/pool.h"
 
+#include <algorithm>
+
 #include "kernels/elementwise_math.h"
 #include "nn/error.h"
 
@@ -102,6 +104,25 @@ template <typename T>
 void pool2d_backward_cpu(const Pool2dParams& p, const T* dy, const T* x, T* dx, bool accumulate_dx) {
   const PoolGeom g = pool2d_geometry(p);
   CTDET_CHECK(g.kind == 1 || x != nullptr, "max_pool2d backward: needs the saved input x");
+  if (g.kind == 0 && (!accumulate_dx || (g.kh <= g.sh && g.kw <= g.sw))) {
+    // Max pool by scatter: each window's first maximum (pool_max_window, as the forward) receives its dy, windows in
+    // (p, q) order. That is the order in which pool2d_backward_at sums a cell's contributions from zero, so the
+    // result is the same bit for bit, with one argmax per window instead of one per window per covered cell. With
+    // accumulation only for disjoint windows (one contribution per cell: dx + dy either way).
+    for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+      const T* xp = x + nc * g.H * g.W;
+      const T* dyp = dy + nc * g.P * g.Q;
+      T* dxp = dx + nc * g.H * g.W;
+      if (!accumulate_dx) std::fill(dxp, dxp + g.H * g.W, T(0));
+      for (int64_t i = 0; i < g.P; ++i)
+        for (int64_t j = 0; j < g.Q; ++j) {
+          int64_t arg;
+          pool_max_window(g, xp, i, j, &arg);
+          if (arg >= 0) dxp[arg] += dyp[i * g.Q + j];
+        }
+    }
+    return;
+  }
   for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
     const T* xp = x ? x + nc * g.H * g.W : nullptr;
     const T* dyp = dy + nc * g.P * g.Q;
