@@ -247,7 +247,11 @@ DetectorGraph build_faster_rcnn(const FasterRcnnConfig& cfg, const DetectorShape
     ValueId b = g.add1("add", "loss_box_classifier", {d.loss_cls, d.loss_box});
     d.loss = g.add1("add", "loss", {a, b});
     for (ValueId v : {d.loss_rpn_cls, d.loss_rpn_loc, d.loss_cls, d.loss_box, d.loss}) g.mark_output(v);
+#if CTDET_INFERENCE_ONLY
+    CTDET_FAIL("faster_rcnn: training graphs need the full ctdet library (this is the inference-only build)");
+#else
     backward(g, d.loss);
+#endif
   } else {
     PostprocessAttrs pa;
     pa.params.score_threshold = cfg.score_threshold;

@@ -87,6 +87,11 @@ DetectorSession::Entry& DetectorSession::entry(bool train, int n, int h, int w) 
 }
 
 StepLosses DetectorSession::train_step(const Batch& b, int32_t seed) {
+#if CTDET_INFERENCE_ONLY
+  (void)b;
+  (void)seed;
+  CTDET_FAIL("DetectorSession::train_step: this is the inference-only build of ctdet (link the full library)");
+#else
   CTDET_CHECK(b.n > 0 && int(b.samples.size()) == b.n, "train_step: empty or inconsistent batch");
   Entry& e = entry(true, b.n, b.height, b.width);
   const int G = cfg_.max_gt_boxes;
@@ -123,6 +128,7 @@ StepLosses DetectorSession::train_step(const Batch& b, int32_t seed) {
   l.box = ex.get<float>(e.d.loss_box)[0];
   l.total = ex.get<float>(e.d.loss)[0];
   return l;
+#endif
 }
 
 std::vector<std::vector<Detection>> DetectorSession::detect(const Batch& b, float score_threshold) {

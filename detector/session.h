@@ -20,7 +20,8 @@
 #include "io/annotations.h"
 #include "nn/executor.h"
 #include "nn/planner.h"
-#include "train/loader.h"
+#include "io/batch.h"
+#include "io/resize.h"
 
 namespace ctdet {
 

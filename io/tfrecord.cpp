@@ -17,21 +17,6 @@ namespace ctdet {
 
 // ---- CRC-32C ---------------------------------------------------------------------------------------
 namespace {
-struct Crc32cTable {
-  uint32_t t[256];
-  Crc32cTable() {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : (c >> 1);
-      t[i] = c;
-    }
-  }
-};
-const Crc32cTable& crc_table() {
-  static const Crc32cTable table;
-  return table;
-}
-
 void put_le(char* p, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) p[i] = char((v >> (8 * i)) & 0xff);
 }
@@ -42,13 +27,6 @@ uint64_t get_le(const unsigned char* p, int bytes) {
 }
 }  // namespace
 
-uint32_t crc32c(const void* data, size_t n, uint32_t crc) {
-  const uint32_t* t = crc_table().t;
-  const unsigned char* p = static_cast<const unsigned char*>(data);
-  uint32_t c = ~crc;
-  for (size_t i = 0; i < n; ++i) c = t[(c ^ p[i]) & 0xff] ^ (c >> 8);
-  return ~c;
-}
 
 std::string frame_tfrecord(const std::string& data) {
   std::string out(12 + data.size() + 4, '\0');

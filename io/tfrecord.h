@@ -19,16 +19,10 @@
 #include <vector>
 
 #include "io/annotations.h"
+#include "io/crc32c.h"
 
 namespace ctdet {
 
-// CRC-32C of n bytes, continuing from a previous crc (0 to start).
-uint32_t crc32c(const void* data, size_t n, uint32_t crc = 0);
-inline uint32_t crc32c_mask(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + 0xa282ead8u; }
-inline uint32_t crc32c_unmask(uint32_t masked) {
-  uint32_t rot = masked - 0xa282ead8u;
-  return (rot >> 17) | (rot << 15);
-}
 
 // One framed record (header + data + footer) as bytes.
 std::string frame_tfrecord(const std::string& data);

@@ -177,16 +177,19 @@ void register_core_ops(OpRegistry& r) {
         CTDET_CHECK(shp(g, n.inputs[2]) == Shape({w[0]}), "linear bias must be (N): ", describe_inputs(g, n));
       return {{Shape{x[0], w[0]}, g.value(n.inputs[0]).dtype}};
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       ValueId dy = b.grad_out();
       b.contribute(0, "linear_grad_x", {dy, b.in(1)});
       b.contribute(1, "linear_grad_w", {dy, b.in(0)});
       if (b.fwd().inputs.size() > 2) b.contribute(2, "sum_rows", {dy});
     };
+#endif
     d.cpu = linear_cpu;
     d.cuda = CTDET_CUDA_FN(core_linear_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "linear_grad_x";
@@ -199,6 +202,8 @@ void register_core_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(core_linear_grad_x_cuda);
     r.add(d);
   }
+#endif
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "linear_grad_w";
@@ -211,6 +216,7 @@ void register_core_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(core_linear_grad_w_cuda);
     r.add(d);
   }
+#endif
   {
     OpDef d;
     d.name = "sum_rows";
@@ -231,10 +237,12 @@ void register_core_ops(OpRegistry& r) {
       check_same(g, n, n.inputs[0], n.inputs[1]);
       return same_as_input0(g, n);
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       b.contribute(0, "copy", {b.grad_out()});
       b.contribute(1, "copy", {b.grad_out()});
     };
+#endif
     d.inplace = true;
     d.cheap = true;
     d.cpu = [](OpContext& c) { binary_cpu(c, [](auto a, auto b) { return a + b; }); };
@@ -253,10 +261,12 @@ void register_core_ops(OpRegistry& r) {
       check_same(g, n, n.inputs[0], n.inputs[1]);
       return same_as_input0(g, n);
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       b.contribute(0, "mul", {b.grad_out(), b.in(1)});
       b.contribute(1, "mul", {b.grad_out(), b.in(0)});
     };
+#endif
     d.cpu = [](OpContext& c) { binary_cpu(c, [](auto a, auto b) { return a * b; }); };
 #if CTDET_WITH_CUDA
     d.cuda = [](OpContext& c) { core_binary_cuda(c, 1); };
@@ -269,7 +279,9 @@ void register_core_ops(OpRegistry& r) {
     OpDef d;
     d.name = "copy";
     d.infer = same_as_input0;
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) { b.contribute(0, "copy", {b.grad_out()}); };
+#endif
     d.cpu = [](OpContext& c) { unary_cpu(c, [](auto x) { return x; }); };
 #if CTDET_WITH_CUDA
     d.cuda = [](OpContext& c) { core_unary_cuda(c, 0); };
@@ -282,9 +294,11 @@ void register_core_ops(OpRegistry& r) {
     OpDef d;
     d.name = "scale";
     d.infer = same_as_input0;
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       b.contribute(0, "scale", {b.grad_out()}, std::any_cast<const ScaleAttrs&>(b.fwd().attrs));
     };
+#endif
     d.inplace = true;
     d.cheap = true;
     d.cpu = [](OpContext& c) {
@@ -302,7 +316,9 @@ void register_core_ops(OpRegistry& r) {
     OpDef d;
     d.name = "relu";
     d.infer = same_as_input0;
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) { b.contribute(0, "relu_grad", {b.grad_out(), b.out()}); };
+#endif
     d.inplace = true;
     d.cheap = true;
     d.cpu = [](OpContext& c) { unary_cpu(c, [](auto x) { return relu_fn(x); }); };
@@ -313,6 +329,7 @@ void register_core_ops(OpRegistry& r) {
 #endif
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "relu_grad";
@@ -325,15 +342,18 @@ void register_core_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(core_relu_grad_cuda);
     r.add(d);
   }
+#endif
   {
     OpDef d;
     d.name = "sum";
     d.infer = [](const Graph& g, const Node& n) -> std::vector<OutputDesc> {
       return {{Shape{1}, g.value(n.inputs[0]).dtype}};
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       b.contribute(0, "expand", {b.grad_out()}, ExpandAttrs{b.graph().value(b.in(0)).shape});
     };
+#endif
     d.cpu = sum_cpu;
     d.cuda = CTDET_CUDA_FN(core_sum_cuda);
     r.add(d);
@@ -345,7 +365,9 @@ void register_core_ops(OpRegistry& r) {
       CTDET_CHECK(shp(g, n.inputs[0]).numel() == 1, "expand takes a scalar: ", describe_inputs(g, n));
       return {{std::any_cast<const ExpandAttrs&>(n.attrs).shape, g.value(n.inputs[0]).dtype}};
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) { b.contribute(0, "sum", {b.grad_out()}); };
+#endif
     d.cpu = expand_cpu;
     d.cuda = CTDET_CUDA_FN(core_expand_cuda);
     r.add(d);

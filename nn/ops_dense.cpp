@@ -346,6 +346,7 @@ void register_dense_ops(OpRegistry& r) {
       Conv2dParams p = resolve_conv(g, n);
       return {{conv_y_shape(p), g.value(n.inputs[0]).dtype}};
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       const Conv2dParams p = resolve_conv(b.graph(), b.fwd());
       const ValueId dy = b.grad_out();
@@ -354,6 +355,7 @@ void register_dense_ops(OpRegistry& r) {
       b.contribute(1, "conv2d_grad_w", {dy, b.in(0)}, p);
       if (bias) b.contribute(2, "conv2d_grad_b", {dy}, p);
     };
+#endif
     d.workspace = [](const Graph& g, const Node& n, Device dev, size_t cap) {
       return conv_workspace(resolve_conv(g, n), g.value(n.inputs[0]).dtype, dev, cap);
     };
@@ -361,6 +363,7 @@ void register_dense_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(conv_fwd_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "conv2d_grad_x";
@@ -377,6 +380,8 @@ void register_dense_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(conv_grad_x_cuda);
     r.add(d);
   }
+#endif
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "conv2d_grad_w";
@@ -393,6 +398,8 @@ void register_dense_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(conv_grad_w_cuda);
     r.add(d);
   }
+#endif
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "conv2d_grad_b";
@@ -405,12 +412,14 @@ void register_dense_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(conv_grad_b_cuda);
     r.add(d);
   }
+#endif
 
   // Frozen batch norm and its gradients.
   {
     OpDef d;
     d.name = "batchnorm_frozen";
     d.infer = bn_infer;
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       const ValueId dy = b.grad_out();
       const BatchNormParams p = bn_params_from(b.graph(), b.fwd(), b.graph().value(b.in(0)).shape);
@@ -418,11 +427,13 @@ void register_dense_ops(OpRegistry& r) {
       b.contribute(1, "batchnorm_frozen_grad_gamma", {dy, b.in(0), b.in(1), b.in(3), b.in(4)}, p);
       b.contribute(2, "batchnorm_frozen_grad_beta", {dy, b.in(1), b.in(3), b.in(4)}, p);
     };
+#endif
     d.inplace = true;  // y = x * scale + shift per element; backward reads x only for dgamma
     d.cpu = bn_fwd_cpu;
     d.cuda = CTDET_CUDA_FN(bn_fwd_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   const char* bn_grads[3] = {"batchnorm_frozen_grad_x", "batchnorm_frozen_grad_gamma", "batchnorm_frozen_grad_beta"};
   for (int which = 0; which < 3; ++which) {
     OpDef d;
@@ -447,6 +458,7 @@ void register_dense_ops(OpRegistry& r) {
 #endif
     r.add(d);
   }
+#endif
 
   // Max pool (kernels/pool.h) and its gradient.
   {
@@ -459,14 +471,17 @@ void register_dense_ops(OpRegistry& r) {
       PoolGeom q = pool2d_geometry(p);
       return {{Shape{q.N, q.C, q.P, q.Q}, g.value(n.inputs[0]).dtype}};
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       Pool2dParams p = pool_params_from(b.graph(), b.fwd(), b.graph().value(b.in(0)).shape);
       b.contribute(0, "max_pool_grad", {b.grad_out(), b.in(0)}, p);
     };
+#endif
     d.cpu = pool_fwd_cpu;
     d.cuda = CTDET_CUDA_FN(pool_fwd_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "max_pool_grad";
@@ -481,6 +496,7 @@ void register_dense_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(pool_grad_cuda);
     r.add(d);
   }
+#endif
 }
 
 }  // namespace ctdet

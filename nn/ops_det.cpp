@@ -192,15 +192,18 @@ void register_det_ops(OpRegistry& r) {
       validated(g, n, [&] { validate_crop_and_resize(p); });
       return one(Shape{R, p.C, p.crop_h, p.crop_w}, dt(g, n.inputs[0]));
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {  // into the features only
       CropAndResizeParams p = crop_params(std::any_cast<const CropAndResizeParams&>(b.fwd().attrs),
                                           b.graph().value(b.in(0)).shape, b.graph().value(b.in(1)).shape[0]);
       b.contribute(0, "crop_and_resize_grad", {b.grad_out(), b.in(1), b.in(2)}, p);
     };
+#endif
     d.cpu = crop_cpu;
     d.cuda = CTDET_CUDA_FN(det_crop_and_resize_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "crop_and_resize_grad";
@@ -219,6 +222,7 @@ void register_det_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(det_crop_and_resize_grad_cuda);
     r.add(d);
   }
+#endif
   {
     OpDef d;
     d.name = "roi_align";
@@ -229,15 +233,18 @@ void register_det_ops(OpRegistry& r) {
       validated(g, n, [&] { validate_roi_align(p); });
       return one(Shape{p.R, p.C, p.pooled_h, p.pooled_w}, dt(g, n.inputs[0]));
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       RoiAlignParams p = roi_params(std::any_cast<const RoiAlignParams&>(b.fwd().attrs),
                                     b.graph().value(b.in(0)).shape, b.graph().value(b.in(1)).shape[0]);
       b.contribute(0, "roi_align_grad", {b.grad_out(), b.in(1)}, p);
     };
+#endif
     d.cpu = roi_cpu;
     d.cuda = CTDET_CUDA_FN(det_roi_align_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "roi_align_grad";
@@ -255,6 +262,7 @@ void register_det_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(det_roi_align_grad_cuda);
     r.add(d);
   }
+#endif
   {
     OpDef d;
     d.name = "anchors";

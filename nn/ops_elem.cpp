@@ -233,11 +233,13 @@ void register_loss(OpRegistry& r, int kind) {
       infer_loss_inputs(g, n, kind, 0);
       return one(Shape{1}, dt(g, n.inputs[0]));
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [name](GradBuilder& b) {
       std::vector<ValueId> ins = {b.grad_out()};
       for (ValueId v : b.fwd().inputs) ins.push_back(v);
       b.contribute(0, name + "_grad", ins, b.fwd().attrs);
     };
+#endif
     d.workspace = [](const Graph& g, const Node& n, Device dev, size_t) { return loss_workspace(g, n, dev, 0); };
     d.cpu = [kind](OpContext& c) { loss_cpu(c, kind); };
 #if CTDET_WITH_CUDA
@@ -247,6 +249,7 @@ void register_loss(OpRegistry& r, int kind) {
 #endif
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = name + "_grad";
@@ -266,6 +269,7 @@ void register_loss(OpRegistry& r, int kind) {
 #endif
     r.add(d);
   }
+#endif
 }
 
 }  // namespace
@@ -279,13 +283,16 @@ void register_elem_ops(OpRegistry& r) {
       need_float(g, n, 0);
       return one(shp(g, n.inputs[0]), dt(g, n.inputs[0]));
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) { b.contribute(0, "relu6_grad", {b.grad_out(), b.out()}); };
+#endif
     d.inplace = true;
     d.cheap = true;
     d.cpu = relu6_cpu;
     d.cuda = CTDET_CUDA_FN(elem_relu6_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "relu6_grad";
@@ -300,6 +307,7 @@ void register_elem_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(elem_relu6_grad_cuda);
     r.add(d);
   }
+#endif
   {
     OpDef d;
     d.name = "bn_scale_shift";
@@ -330,18 +338,21 @@ void register_elem_ops(OpRegistry& r) {
       if (n.inputs.size() == 4) need(shp(g, n.inputs[3]) == x, g, n, "the residual must match x ", x.str());
       return one(x, dt(g, n.inputs[0]));
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       // Frozen BN: scale and shift get no gradient. g = dy * (y > 0); dx = g * scale, dr = g.
       ValueId dy = b.grad_out();
       b.contribute(0, "bn_add_relu_grad_x", {dy, b.out(), b.in(1)});
       if (b.fwd().inputs.size() > 3) b.contribute(3, "relu_grad", {dy, b.out()});
     };
+#endif
     d.inplace = true;
     d.cheap = true;  // frozen BN + ReLU: recomputed in backward when the memory budget asks (DESIGN.md)
     d.cpu = bn_add_relu_cpu;
     d.cuda = CTDET_CUDA_FN(elem_bn_add_relu_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "bn_add_relu_grad_x";
@@ -358,6 +369,7 @@ void register_elem_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(elem_bn_add_relu_grad_x_cuda);
     r.add(d);
   }
+#endif
   {
     OpDef d;
     d.name = "concat";
@@ -375,6 +387,7 @@ void register_elem_ops(OpRegistry& r) {
       }
       return one(with_dim(x0, 1, C), dt(g, n.inputs[0]));
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       ValueId dy = b.grad_out();
       int64_t off = 0;
@@ -384,6 +397,7 @@ void register_elem_ops(OpRegistry& r) {
         off += Ci;
       }
     };
+#endif
     d.cpu = concat_cpu;
     d.cuda = CTDET_CUDA_FN(elem_concat_cuda);
     r.add(d);
@@ -401,14 +415,17 @@ void register_elem_ops(OpRegistry& r) {
            ") are not inside [0, ", x[1], ")");
       return one(with_dim(x, 1, a.count), dt(g, n.inputs[0]));
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       const SliceAttrs& a = std::any_cast<const SliceAttrs&>(b.fwd().attrs);
       b.contribute(0, "slice_grad", {b.grad_out()}, SliceGradAttrs{a.c0, a.count, b.graph().value(b.in(0)).shape});
     };
+#endif
     d.cpu = slice_cpu;
     d.cuda = CTDET_CUDA_FN(elem_slice_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "slice_grad";
@@ -424,6 +441,7 @@ void register_elem_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(elem_slice_grad_cuda);
     r.add(d);
   }
+#endif
   {
     OpDef d;
     d.name = "gather_rows";
@@ -434,13 +452,16 @@ void register_elem_ops(OpRegistry& r) {
       need(shp(g, n.inputs[1]).rank() == 1, g, n, "idx must be a vector (R)");
       return one(with_dim(shp(g, n.inputs[0]), 0, shp(g, n.inputs[1])[0]), dt(g, n.inputs[0]));
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       b.contribute(0, "gather_rows_grad", {b.grad_out(), b.in(1)}, InputShapeAttrs{b.graph().value(b.in(0)).shape});
     };
+#endif
     d.cpu = gather_rows_cpu;
     d.cuda = CTDET_CUDA_FN(elem_gather_rows_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "gather_rows_grad";
@@ -457,6 +478,7 @@ void register_elem_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(elem_gather_rows_grad_cuda);
     r.add(d);
   }
+#endif
   {
     OpDef d;
     d.name = "pool2d";
@@ -470,15 +492,18 @@ void register_elem_ops(OpRegistry& r) {
       validated(g, n, [&] { geo = pool2d_geometry(p); });
       return one(Shape{x[0], x[1], geo.P, geo.Q}, dt(g, n.inputs[0]));
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       Pool2dParams p = pool2d_params(std::any_cast<const Pool2dParams&>(b.fwd().attrs), b.graph().value(b.in(0)).shape);
       if (p.kind == PoolKind::Max) b.contribute(0, "pool2d_grad", {b.grad_out(), b.in(0)}, p);
       else b.contribute(0, "pool2d_grad", {b.grad_out()}, p);  // average pooling does not keep x alive
     };
+#endif
     d.cpu = pool2d_cpu;
     d.cuda = CTDET_CUDA_FN(elem_pool2d_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "pool2d_grad";
@@ -501,6 +526,7 @@ void register_elem_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(elem_pool2d_grad_cuda);
     r.add(d);
   }
+#endif
   {
     OpDef d;
     d.name = "global_avg_pool";
@@ -511,13 +537,16 @@ void register_elem_ops(OpRegistry& r) {
       need(x.rank() >= 3, g, n, "x must be (N,C,H,W)");
       return one(Shape{x[0], x[1]}, dt(g, n.inputs[0]));
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       b.contribute(0, "global_avg_pool_grad", {b.grad_out()}, InputShapeAttrs{b.graph().value(b.in(0)).shape});
     };
+#endif
     d.cpu = gap_cpu;
     d.cuda = CTDET_CUDA_FN(elem_gap_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "global_avg_pool_grad";
@@ -532,6 +561,7 @@ void register_elem_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(elem_gap_grad_cuda);
     r.add(d);
   }
+#endif
   for (int kind = 0; kind < 3; ++kind) register_loss(r, kind);
 }
 

@@ -222,15 +222,18 @@ void register_frcnn_ops(OpRegistry& r) {
       need(x.rank() == 4 && k > 0 && x[1] % k == 0, g, n, "x must be (N, A*", k, ", H, W)");
       return one(Shape{x[0] * x[2] * x[3] * (x[1] / k), k}, dt(g, n.inputs[0]));
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       RowsAttrs a = node_attrs<RowsAttrs>(b.fwd());
       a.x_shape = b.graph().value(b.in(0)).shape;
       b.contribute(0, "rows_from_nchw_grad", {b.grad_out()}, a);
     };
+#endif
     d.cpu = rows_cpu;
     d.cuda = CTDET_CUDA_FN(frcnn_rows_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "rows_from_nchw_grad";
@@ -245,6 +248,7 @@ void register_frcnn_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(frcnn_rows_grad_cuda);
     r.add(d);
   }
+#endif
   {
     OpDef d;
     d.name = "select_class_boxes";
@@ -256,14 +260,17 @@ void register_frcnn_ops(OpRegistry& r) {
            "x must be (R, K*4) and labels (R)");
       return one(Shape{x[0], 4}, dt(g, n.inputs[0]));
     };
+#if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       b.contribute(0, "select_class_boxes_grad", {b.grad_out(), b.in(1)},
                    SelectBoxesAttrs{b.graph().value(b.in(0)).shape[1] / 4});
     };
+#endif
     d.cpu = select_cpu;
     d.cuda = CTDET_CUDA_FN(frcnn_select_cuda);
     r.add(d);
   }
+#if !CTDET_INFERENCE_ONLY
   {
     OpDef d;
     d.name = "select_class_boxes_grad";
@@ -276,6 +283,7 @@ void register_frcnn_ops(OpRegistry& r) {
     d.cuda = CTDET_CUDA_FN(frcnn_select_grad_cuda);
     r.add(d);
   }
+#endif
   {
     OpDef d;
     d.name = "rpn_targets";

@@ -9,7 +9,7 @@
 
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
-#include "io/tfrecord.h"
+#include "io/crc32c.h"
 #include "nn/error.h"
 
 namespace fs = std::filesystem;
