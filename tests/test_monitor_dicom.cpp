@@ -32,14 +32,15 @@ namespace fs = std::filesystem;
 // 8-bit lung-window value -> HU (level -600, width 1500: 0 -> -1350 HU, 255 -> 150 HU), stored as HU + 1024.
 uint16_t stored_from_u8(uint16_t v) { return uint16_t(std::lround(-1350.0 + double(v) * 1500.0 / 255.0 + 1024.0)); }
 
-void write_slice(const fs::path& path, const Image& img, double z, const std::string& study_uid, int instance) {
+void write_slice(const fs::path& path, const Image& img, double z, const std::string& study_uid, int instance,
+                 const std::string& patient = "S000") {
   DcmFileFormat ff;
   DcmDataset* ds = ff.getDataset();
   char uid[100];
   ASSERT_TRUE(ds->putAndInsertString(DCM_SOPClassUID, UID_CTImageStorage).good());
   ASSERT_TRUE(ds->putAndInsertString(DCM_SOPInstanceUID, dcmGenerateUniqueIdentifier(uid, SITE_INSTANCE_UID_ROOT)).good());
   ds->putAndInsertString(DCM_Modality, "CT");
-  ds->putAndInsertString(DCM_PatientID, "S000");
+  ds->putAndInsertString(DCM_PatientID, patient.c_str());
   ds->putAndInsertString(DCM_StudyInstanceUID, study_uid.c_str());
   ds->putAndInsertString(DCM_SeriesInstanceUID, (study_uid + ".1").c_str());
   ds->putAndInsertString(DCM_ImagePositionPatient, str("-100\\-100\\", z).c_str());
@@ -140,6 +141,23 @@ TEST(MonitorDicom, SameZonesAndChangesAsThePngSeries) {
   }
   std::printf("[err] monitor on DICOM (HU thresholds) vs PNG (8-bit window): %zu changes, same zones and kinds, "
               "worst area difference %.2f%% (mm2 / 0.49 vs px)\n", png.changes.size(), 100 * worst);
+
+  // Bad input: a study of another patient given as the same patient is refused, naming both.
+  {
+    const auto& st = m["studies"][1];
+    const auto& e = st["slices"][0];
+    const std::string file = e.is_string() ? e.get<std::string>() : e["file"].get<std::string>();
+    const Image img = read_image((fs::path(o.out) / st["folder"].get<std::string>() / file).string());
+    write_slice(dir / "dicom_1" / (fs::path(file).stem().string() + ".dcm"), img, 0.0, "1.2.826.0.1.3680043.2.1125.2",
+                1, "OTHER");
+    try {
+      read_monitor_manifest((dir / "manifest_dicom.json").string());
+      ADD_FAILURE() << "a study of another patient was accepted";
+    } catch (const Error& err) {
+      std::printf("[error] %s\n", err.what());
+      EXPECT_NE(std::string(err.what()).find("OTHER"), std::string::npos);
+    }
+  }
   fs::remove_all(dir);
 #endif
 }

@@ -515,6 +515,7 @@ MonitorSeries read_monitor_manifest(const std::string& path_in) {
   const fs::path base = fs::path(path).parent_path();
   MonitorSeries s;
   if (j.contains("patient_id") && j["patient_id"].is_string()) s.patient_id = j["patient_id"].get<std::string>();
+  std::string dicom_patient, dicom_patient_where;
   for (size_t k = 0; k < j["studies"].size(); ++k) {
     const auto& st = j["studies"][k];
     const std::string where = str("monitor: manifest '", path, "' study ", k);
@@ -531,6 +532,19 @@ MonitorSeries read_monitor_manifest(const std::string& path_in) {
       dop.keep_hu = false;
       const DicomSeries ds = read_dicom_series((base / rel).string(), dop);
       CTDET_CHECK(!ds.slices.empty(), where, ": DICOM folder '", rel, "' holds no slice");
+      // One patient: every slice's PatientID must agree with the manifest's and with the other studies'.
+      for (const DicomSlice& d : ds.slices) {
+        const std::string& pid = d.meta.patient_id;
+        if (pid.empty()) continue;
+        if (dicom_patient.empty()) {
+          dicom_patient = pid;
+          dicom_patient_where = d.path;
+        }
+        CTDET_CHECK(pid == dicom_patient, "monitor: manifest '", path, "': the studies are not one patient: '", d.path,
+                    "' has PatientID '", pid, "' but '", dicom_patient_where, "' has '", dicom_patient, "'");
+        CTDET_CHECK(s.patient_id.empty() || pid == s.patient_id, "monitor: manifest '", path, "' names patient '",
+                    s.patient_id, "' but '", d.path, "' has PatientID '", pid, "'");
+      }
       // Ascending position runs along row x column; LPS +z is superior, so apex first = descending when n_z > 0.
       const double* o = ds.slices[0].meta.orientation;
       const double nz = o[0] * o[4] - o[1] * o[3];
