@@ -11,18 +11,11 @@
 
 #include "apps/args.h"
 #include "apps/command.h"
-#include "detector/session.h"
+#include "detector/inference.h"
 #include "io/atomic_file.h"
-#include "io/dicom.h"
 #include "io/image.h"
 #include "io/overlay.h"
-#include "io/resize.h"
-#include "nn/device.h"
 #include "train/detections_io.h"
-#include "train/model_files.h"
-#if CTDET_WITH_CUDA
-#include "nn/cuda_context.h"
-#endif
 
 namespace ctdet::app {
 namespace {
@@ -31,7 +24,6 @@ namespace fs = std::filesystem;
 
 struct InputImage {
   std::string path, id, series;  // id: unique name; series: DICOM series folder or the image's folder
-  bool dicom = false;
 };
 
 bool has_ext(const fs::path& p, std::initializer_list<const char*> exts) {
@@ -57,7 +49,6 @@ std::vector<InputImage> collect_inputs(const std::vector<std::string>& paths) {
         in.path = f.string();
         in.id = f.lexically_relative(fs::path(p)).string();  // the path inside the folder (links not resolved)
         in.series = f.parent_path().string();
-        in.dicom = has_ext(f, {".dcm"});
         out.push_back(in);
       }
     } else {
@@ -65,7 +56,6 @@ std::vector<InputImage> collect_inputs(const std::vector<std::string>& paths) {
       in.path = p;
       in.id = fs::path(p).filename().string();
       in.series = fs::path(p).parent_path().string();
-      in.dicom = has_ext(fs::path(p), {".dcm"});
       out.push_back(in);
     }
   }
@@ -90,33 +80,13 @@ int infer_main(const std::vector<std::string>& argv) {
   const float threshold = float(a.get_double("threshold", 0.05));
   const float overlay_thr = float(a.get_double("overlay-threshold", 0.5));
   const int max_overlays = a.get_int("max-overlays", 200);
-  ModelFiles mf = resolve_model_files(a.get("run"), a.get("config"), a.get("weights"));
-  const FasterRcnnConfig& cfg = mf.config.model;
-
-  std::string dev = a.get("device", "auto");
-  CTDET_CHECK(dev == "cpu" || dev == "cuda" || dev == "auto", "infer: --device must be cpu, cuda or auto, got '", dev, "'");
-  if (dev == "auto") dev = cuda_device_available() ? "cuda" : "cpu";
-  const Device device = dev == "cuda" ? Device::CUDA : Device::CPU;
-  CTDET_CHECK(device == Device::CPU || cuda_device_available(), "infer: --device cuda: ", cuda_unavailable_reason());
-#if CTDET_WITH_CUDA
-  std::unique_ptr<CudaContext> cuda;
-  if (device == Device::CUDA) cuda = std::make_unique<CudaContext>(0);
-  CudaContext* cx = cuda.get();
-#else
-  CudaContext* cx = nullptr;
-#endif
-  ParamStore ps(device, DType::F32);
-  declare_faster_rcnn_params(ps, cfg);
-  ps.allocate();
-  load_model_weights(ps, mf.weights_path);
-  DetectorSession session(cfg, ps, device, cx);
-  const std::vector<std::string>& classes = mf.config.data.class_names;
+  InferenceModel model(resolve_model_files(a.get("run"), a.get("config"), a.get("weights")), a.get("device", "auto"));
+  const std::vector<std::string>& classes = model.class_names();
 
   const std::vector<InputImage> inputs = collect_inputs(a.positional());
   fs::create_directories(out_dir);
   if (!a.flag("no-overlays")) fs::create_directories(fs::path(out_dir) / "overlays");
-  std::printf("model: %s (weights %s), %s, %zu images -> %s\n", backbone_kind_name(cfg.backbone),
-              mf.weights_path.c_str(), dev.c_str(), inputs.size(), out_dir.c_str());
+  std::printf("model: %s; %zu images -> %s\n", model.describe().c_str(), inputs.size(), out_dir.c_str());
 
   Dataset ds;
   ds.class_names = classes;
@@ -129,16 +99,8 @@ int infer_main(const std::vector<std::string>& argv) {
   int overlays = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const InputImage& in = inputs[i];
-    Image img;
-    if (in.dicom) {
-      DicomSlice s = read_dicom_slice(in.path);
-      img = s.windowed;
-    } else {
-      img = read_image(in.path);
-    }
-    Batch b = single_image_batch(cfg, img, in.id);
-    b.samples[0].file = in.path;
-    std::vector<Detection> dets = session.detect(b, threshold)[0];
+    const Image img = read_slice(in.path);  // PNG, JPEG or DICOM (lung window), by content
+    std::vector<Detection> dets = model.detect(img, threshold, in.id);
     ImageRecord rec;
     rec.file = in.path;
     rec.id = in.id;

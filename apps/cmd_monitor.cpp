@@ -2,23 +2,16 @@
 // study per lung zone (patient right/left x upper/middle/lower) and class, from per-slice detections
 // (train/monitor.h). Writes monitor.csv, monitor.md and monitor.html (self-contained, SVG charts).
 #include <cstdio>
+#include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "apps/args.h"
 #include "apps/command.h"
+#include "detector/inference.h"
 #include "nn/error.h"
 #include "train/detections_io.h"
-#include "train/model_files.h"
-#include "detector/session.h"
-#include "io/dicom.h"
-#include "io/image.h"
-#include "nn/device.h"
-#if CTDET_WITH_CUDA
-#include "nn/cuda_context.h"
-#endif
-#include <filesystem>
-#include <memory>
 #include "train/monitor.h"
 
 namespace {
@@ -53,34 +46,11 @@ void monitor_usage() {
 // detected once when the analysis reads it; all detections are kept for DIR/detections.csv.
 class ModelRunner {
  public:
-  ModelRunner(const std::string& run, const std::string& config, const std::string& weights, std::string device,
+  ModelRunner(const std::string& run, const std::string& config, const std::string& weights, const std::string& device,
               int total)
-      : files_(ctdet::resolve_model_files(run, config, weights)), total_(total) {
-    CTDET_CHECK(device == "cpu" || device == "cuda" || device == "auto", "monitor: --device must be cpu, cuda or auto");
-    if (device == "auto") device = ctdet::cuda_device_available() ? "cuda" : "cpu";
-    CTDET_CHECK(device == "cpu" || ctdet::cuda_device_available(), "monitor: --device cuda: ",
-                ctdet::cuda_unavailable_reason());
-    dev_ = device == "cuda" ? ctdet::Device::CUDA : ctdet::Device::CPU;
-#if CTDET_WITH_CUDA
-    if (dev_ == ctdet::Device::CUDA) cuda_ = std::make_unique<ctdet::CudaContext>(0);
-#endif
-    ps_ = std::make_unique<ctdet::ParamStore>(dev_, ctdet::DType::F32);
-    ctdet::declare_faster_rcnn_params(*ps_, files_.config.model);
-    ps_->allocate();
-    ctdet::load_model_weights(*ps_, files_.weights_path);
-#if CTDET_WITH_CUDA
-    session_ = std::make_unique<ctdet::DetectorSession>(files_.config.model, *ps_, dev_, cuda_.get());
-#else
-    session_ = std::make_unique<ctdet::DetectorSession>(files_.config.model, *ps_, dev_, nullptr);
-#endif
-    desc_ = ctdet::str(ctdet::backbone_kind_name(files_.config.model.backbone), ", weights ", files_.weights_path, ", ",
-                       device);
-  }
+      : model_(ctdet::resolve_model_files(run, config, weights), device), total_(total) {}
   std::vector<ctdet::Detection> detect(const ctdet::ImageRecord& rec) {
-    const bool dicom = rec.file.size() > 4 && rec.file.compare(rec.file.size() - 4, 4, ".dcm") == 0;
-    const ctdet::Image img = dicom ? ctdet::read_dicom_slice(rec.file).windowed : ctdet::read_image(rec.file);
-    ctdet::Batch b = ctdet::single_image_batch(files_.config.model, img, rec.id);
-    std::vector<ctdet::Detection> d = session_->detect(b, 0.05f)[0];
+    std::vector<ctdet::Detection> d = model_.detect(ctdet::read_slice(rec.file), 0.05f, rec.id);
     all_.insert(all_.end(), d.begin(), d.end());
     ++done_;
     if (done_ % 10 == 0 || done_ == total_) std::fprintf(stderr, "monitor: detected %d/%d slices\n", done_, total_);
@@ -88,19 +58,12 @@ class ModelRunner {
   }
   const std::vector<ctdet::Detection>& all() const { return all_; }
   int done() const { return done_; }
-  const std::string& describe() const { return desc_; }
+  std::string describe() const { return model_.describe(); }
 
  private:
-  ctdet::ModelFiles files_;
-  ctdet::Device dev_ = ctdet::Device::CPU;
-#if CTDET_WITH_CUDA
-  std::unique_ptr<ctdet::CudaContext> cuda_;
-#endif
-  std::unique_ptr<ctdet::ParamStore> ps_;
-  std::unique_ptr<ctdet::DetectorSession> session_;
+  ctdet::InferenceModel model_;
   std::vector<ctdet::Detection> all_;
   int done_ = 0, total_ = 0;
-  std::string desc_;
 };
 
 int run_monitor_cmd(const std::vector<std::string>& argv) {

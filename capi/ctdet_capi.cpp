@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "capi/inference.h"
+#include "detector/inference.h"
 
 struct ctdet_model {
   std::unique_ptr<ctdet::InferenceModel> m;

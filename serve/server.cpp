@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "capi/inference.h"
+#include "detector/inference.h"
 #include "io/image.h"
 #include "io/overlay.h"
 #include "nn/error.h"

@@ -1,6 +1,6 @@
-// One trained detector, one image at a time: what `ctdet infer` does per image (read PNG/JPEG/DICOM ->
-// preprocess_image -> a one-image Batch -> DetectorSession::detect), packaged for the C API (include/ctdet.h)
-// and `ctdet serve`, so neither copies it.
+// One trained detector, one image at a time (read PNG/JPEG/DICOM -> preprocess_image -> a one-image Batch ->
+// DetectorSession::detect): the single path used by `ctdet infer`, `ctdet monitor`, `ctdet serve` and the C API
+// (include/ctdet.h), so none of them copies it.
 //
 //   InferenceModel m(resolve_model_files("", "configs/x.json", "w.safetensors"), "auto");
 //   Image img = read_slice("a.dcm");                  // or decode_slice(bytes, size, "upload")

@@ -1,4 +1,4 @@
-#include "capi/inference.h"
+#include "detector/inference.h"
 
 #include <unistd.h>
 
