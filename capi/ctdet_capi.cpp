@@ -1,4 +1,4 @@
-// The C API of include/ctdet.h over capi/inference.h. Every entry point catches everything: ctdet::InferError maps
+// The C API of include/ctdet.h over detector/inference.h. Every entry point catches everything: ctdet::InferError maps
 // to its status, std::bad_alloc to CTDET_OUT_OF_MEMORY, any other exception to CTDET_INTERNAL with its message.
 #include "ctdet.h"
 

@@ -1,4 +1,4 @@
-// `ctdet serve`: a small HTTP server (Debian's cpp-httplib) around one InferenceModel (capi/inference.h).
+// `ctdet serve`: a small HTTP server (Debian's cpp-httplib) around one InferenceModel (detector/inference.h).
 //
 //   GET  /          one self-contained HTML page: upload or choose a slice, boxes drawn on a canvas, findings
 //                   table, a threshold slider that re-filters client-side, the model's name and version
