@@ -105,7 +105,7 @@ namespace {
 size_t a256(size_t n) { return (n + 255) / 256 * 256; }
 }  // namespace
 
-size_t proposals_cuda_workspace_bytes(int64_t M, int64_t P) {
+ProposalsWorkspace proposals_workspace_layout(int64_t M, int64_t P) {
   size_t nms = 0;
 #if CTDET_WITH_CUDA
   if (cuda_device_available()) nms = nms_cuda_workspace_bytes(M);
@@ -115,8 +115,18 @@ size_t proposals_cuda_workspace_bytes(int64_t M, int64_t P) {
     nms = 3 * a256(size_t(M) * 4) + a256(2 * (size_t(M) * 12) + (size_t(1) << 20)) + a256(size_t(M) * 4) +
           a256(size_t(M) * 16) + a256(size_t(M) * cb * 8) + a256(std::max<size_t>(cb, 1) * 8);
   }
-  return a256(size_t(M) * 16) + a256(size_t(M) * 4) + a256(size_t(P) * 4) + a256(4) + a256(nms);
+  ProposalsWorkspace w;
+  w.boxes = 0;
+  w.scores = w.boxes + a256(size_t(M) * 16);
+  w.keep = w.scores + a256(size_t(M) * 4);
+  w.kept = w.keep + a256(size_t(P) * 4);
+  w.nms = w.kept + a256(4);
+  w.nms_bytes = nms;
+  w.total = w.nms + a256(nms);
+  return w;
 }
+
+size_t proposals_cuda_workspace_bytes(int64_t M, int64_t P) { return proposals_workspace_layout(M, P).total; }
 
 void frcnn_rpn_targets_cpu(OpContext& c) {
   require_overwrite(c);

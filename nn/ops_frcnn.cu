@@ -107,18 +107,15 @@ void frcnn_proposals_cuda(OpContext& c) {
   const ProposalAttrs& a = c.attrs<ProposalAttrs>();
   const int64_t M = c.in[2].shape[0], N = c.in[0].shape[0] / M, P = a.params.max_proposals;
   CudaContext& cx = ctx(c);
-  // carve the node's workspace as proposals_cuda_workspace_bytes sized it
-  auto a256 = [](size_t n) { return (n + 255) / 256 * 256; };
+  const ProposalsWorkspace L = proposals_workspace_layout(M, P);  // the layout the planner sized
   char* ws = static_cast<char*>(c.workspace);
-  const size_t need_fixed = a256(size_t(M) * 16) + a256(size_t(M) * 4) + a256(size_t(P) * 4) + a256(4);
-  const size_t nms_bytes = nms_cuda_workspace_bytes(M);
-  CTDET_CHECK(ws != nullptr && c.workspace_bytes >= need_fixed + nms_bytes, "node '", c.node->name,
-              "' (proposals): workspace ", c.workspace_bytes, " bytes < ", need_fixed + nms_bytes, " needed");
-  float* boxes = reinterpret_cast<float*>(ws);
-  float* scores = reinterpret_cast<float*>(ws + a256(size_t(M) * 16));
-  int32_t* keep = reinterpret_cast<int32_t*>(ws + a256(size_t(M) * 16) + a256(size_t(M) * 4));
-  int32_t* kept = reinterpret_cast<int32_t*>(ws + a256(size_t(M) * 16) + a256(size_t(M) * 4) + a256(size_t(P) * 4));
-  void* nms_ws = ws + need_fixed;
+  CTDET_CHECK(ws != nullptr && c.workspace_bytes >= L.total, "node '", c.node->name, "' (proposals): workspace ",
+              c.workspace_bytes, " bytes < ", L.total, " needed");
+  float* boxes = reinterpret_cast<float*>(ws + L.boxes);
+  float* scores = reinterpret_cast<float*>(ws + L.scores);
+  int32_t* keep = reinterpret_cast<int32_t*>(ws + L.keep);
+  int32_t* kept = reinterpret_cast<int32_t*>(ws + L.kept);
+  void* nms_ws = ws + L.nms;
   Window4 w;
   for (int k = 0; k < 4; ++k) w.v[k] = float(a.params.window[k]);
   const bool use_thr = a.params.score_threshold > 0;
@@ -131,7 +128,7 @@ void frcnn_proposals_cuda(OpContext& c) {
         M, a.params.coder, w, a.params.prune_anchors, use_thr, min_dl, fin(c, 0) + 2 * n * M, fin(c, 1) + 4 * n * M,
         fin(c, 2), boxes, scores);
     CTDET_CUDA_LAUNCH_CHECK("proposal_candidates_kernel");
-    nms_cuda(cx, np, M, boxes, scores, keep, kept, nms_ws, nms_bytes);
+    nms_cuda(cx, np, M, boxes, scores, keep, kept, nms_ws, L.nms_bytes);
     proposal_finalize_kernel<<<1, 256, 0, cx.stream>>>(P, int32_t(n), a.image_h, a.image_w, keep, kept, boxes, scores,
                                                        fout(c, 0) + 4 * n * P, fout(c, 1) + 4 * n * P,
                                                        iout(c, 2) + n * P, fout(c, 3) + 5 * n * P, iout(c, 4) + n);

@@ -62,8 +62,14 @@ void frcnn_proposals_cpu(OpContext& c);
 void frcnn_box_targets_cpu(OpContext& c);
 void frcnn_postprocess_cpu(OpContext& c);
 
-// Workspace of the device proposals (per image, reused across the batch): candidate boxes and scores, kept
-// indices, and the bitmask NMS's own workspace (exact with a CUDA device, else an upper bound).
+// Workspace of the device proposals (per image, reused across the batch), one layout for the planner and the
+// kernel: candidate boxes (M,4), scores (M), kept indices (P), kept count (1), then the bitmask NMS's own workspace
+// (exact with a CUDA device, else an upper bound), each piece 256-byte aligned.
+struct ProposalsWorkspace {
+  size_t boxes = 0, scores = 0, keep = 0, kept = 0, nms = 0;  // byte offsets
+  size_t nms_bytes = 0, total = 0;
+};
+ProposalsWorkspace proposals_workspace_layout(int64_t M, int64_t P);
 size_t proposals_cuda_workspace_bytes(int64_t M, int64_t P);
 
 #if CTDET_WITH_CUDA
