@@ -19,6 +19,7 @@
 #include "io/safetensors.h"
 #include "nn/device.h"
 #include "train/config.h"
+#include "test_model_util.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -34,12 +35,7 @@ const std::string& weights_path() {
     const fs::path dir = fs::path(CTDET_BINARY_DIR) / "capi_model";
     fs::create_directories(dir);
     const std::string p = (dir / "small_cpu_random.safetensors").string();
-    RunConfig rc = load_config_file(kConfig);
-    ParamStore ps(Device::CPU, DType::F32);
-    declare_faster_rcnn_params(ps, rc.model);
-    ps.allocate();
-    init_faster_rcnn_params(ps, rc.model, 7);
-    write_safetensors(p, save_from(ps));
+    ctdet::testing::write_seeded_detector(load_config_file(kConfig).model, 7, p);
     return p;
   }();
   return path;

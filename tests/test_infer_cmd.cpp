@@ -17,6 +17,7 @@
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "io/synth.h"
+#include "test_model_util.h"
 #include "test_util.h"
 #include "train/config.h"
 #include "train/detections_io.h"
@@ -41,13 +42,8 @@ class InferCmd : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("ctdet_infer_cmd_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "slices" / "sub");
-    RunConfig rc = load_config_file(config_path());
-    ParamStore ps(Device::CPU);
-    declare_faster_rcnn_params(ps, rc.model);
-    ps.allocate();
-    init_faster_rcnn_params(ps, rc.model, 5);
     weights_ = (dir_ / "w.safetensors").string();
-    write_safetensors(weights_, save_from(ps));
+    ctdet::testing::write_seeded_detector(load_config_file(config_path()).model, 5, weights_);
     // Three slices of different sizes and formats.
     sizes_ = {{"a.png", {160, 128}}, {"b.jpg", {200, 200}}, {"sub/c.png", {96, 144}}};
     int seed = 1;

@@ -15,6 +15,7 @@
 #include "detector/session.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "test_model_util.h"
 #include "test_util.h"
 #include "train/config.h"
 
@@ -39,13 +40,8 @@ TEST(MonitorModel, DetectorPathAgreesWithResultsFilePath) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string config = tu_config_path();
-  RunConfig rc = load_config_file(config);
-  ParamStore ps(Device::CPU);
-  declare_faster_rcnn_params(ps, rc.model);
-  ps.allocate();
-  init_faster_rcnn_params(ps, rc.model, 11);
   const std::string weights = (dir / "w.safetensors").string();
-  write_safetensors(weights, save_from(ps));
+  ctdet::testing::write_seeded_detector(load_config_file(config).model, 11, weights);
 
   std::string log = (dir / "synth").string();
   ASSERT_EQ(run(binary() + " synth --series --out " + (dir / "series").string() + " --seed 3 --count 2 --studies 3", &log), 0)

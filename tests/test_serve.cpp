@@ -17,6 +17,7 @@
 #include "io/resize.h"
 #include "io/safetensors.h"
 #include "serve/server.h"
+#include "test_model_util.h"
 #include "test_util.h"
 #include "train/config.h"
 
@@ -33,12 +34,7 @@ const std::string& weights_path() {
   static const std::string path = [] {
     fs::create_directories(kDir);
     const std::string p = (kDir / "small_cpu_random.safetensors").string();
-    RunConfig rc = load_config_file(kConfig);
-    ParamStore ps(Device::CPU, DType::F32);
-    declare_faster_rcnn_params(ps, rc.model);
-    ps.allocate();
-    init_faster_rcnn_params(ps, rc.model, 11);
-    write_safetensors(p, save_from(ps));
+    ctdet::testing::write_seeded_detector(load_config_file(kConfig).model, 11, p);
     return p;
   }();
   return path;

@@ -10,6 +10,7 @@
 #include "detector/session.h"
 #include "io/image.h"
 #include "io/safetensors.h"
+#include "test_model_util.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -32,11 +33,8 @@ TEST(TrainInit, BackboneFileInitialisesTheBackboneOnly) {
   cfg.validate();
 
   // The "pretrained backbone": every non-head parameter with values from another seed.
-  ParamStore src(Device::CPU);
-  declare_faster_rcnn_params(src, cfg.model);
-  src.allocate();
-  init_faster_rcnn_params(src, cfg.model, 12345);
-  std::vector<StTensor> all = save_from(src), backbone;
+  const auto src = ctdet::testing::seeded_detector_params(cfg.model, 12345);
+  std::vector<StTensor> all = save_from(*src), backbone;
   for (auto& t : all)
     if (!is_head(t.name)) backbone.push_back(t);
   ASSERT_GT(backbone.size(), 10u);
@@ -70,14 +68,11 @@ TEST(TrainInit, BackboneFileInitialisesTheBackboneOnly) {
   declare_faster_rcnn_params(ck, cfg.model);
   ck.allocate();
   load_checkpoint(o.run_dir + "/checkpoints/ckpt-0.safetensors", ck);
-  ParamStore fresh(Device::CPU);
-  declare_faster_rcnn_params(fresh, cfg.model);
-  fresh.allocate();
-  init_faster_rcnn_params(fresh, cfg.model, uint64_t(cfg.train.seed));
+  const auto fresh = ctdet::testing::seeded_detector_params(cfg.model, uint64_t(cfg.train.seed));
   int from_file = 0, from_init = 0;
   for (const auto& n : ck.names()) {
     const auto got = ck.get<float>(n);
-    const auto want = is_head(n) ? fresh.get<float>(n) : src.get<float>(n);
+    const auto want = is_head(n) ? fresh->get<float>(n) : src->get<float>(n);
     ASSERT_EQ(got.size(), want.size()) << n;
     EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0) << n;
     (is_head(n) ? from_init : from_file)++;
