@@ -19,6 +19,7 @@
 #include "nn/op_registry.h"
 #include "nn/param_store.h"
 #include "nn/planner.h"
+#include "test_pool_margin.h"
 #include "test_util.h"
 
 using namespace ctdet;
@@ -236,7 +237,7 @@ TEST(InceptionV2, BadInputsNameTheProblem) {
 // Gradients of a tiny two-stage network (separable stem, SAME convs and pools on odd and even sizes, avg pool
 // without padded cells, max pools, concat, frozen BN) against central differences in double.
 namespace {
-void grad_check(const InceptionV2Options& o, int H, int W) {
+void grad_check(const InceptionV2Options& o, int H, int W, int x_seed = 11) {
   Graph g(DType::F64);
   InceptionV2Backbone net(o);
   ValueId image = g.input("image", {1, 3, H, W});
@@ -253,7 +254,7 @@ void grad_check(const InceptionV2Options& o, int H, int W) {
   MemoryPlan plan = plan_memory(g, {});
   Executor ex(g, plan, ps, Device::CPU);
   ex.debug = true;
-  std::vector<double> x = tu::random_vec<double>(size_t(g.value(image).shape.numel()), 11);
+  std::vector<double> x = tu::random_vec<double>(size_t(g.value(image).shape.numel()), x_seed);
   std::vector<double> rv = tu::random_vec<double>(size_t(g.value(r).shape.numel()), 12);
   auto loss_at = [&](const std::vector<double>& xin) {
     ex.set(image, xin);
@@ -314,9 +315,9 @@ void grad_check(const InceptionV2Options& o, int H, int W) {
       check(grad[i], (lp - lm) / (2 * h), str(n, "[", i, "]"));
     }
   }
-  std::printf("[err] tiny inception_v2 %dx%d (bn affine %s): %d gradient entries vs central differences, max rel "
-              "err %.3e; %d frozen tensors without gradient\n",
-              H, W, o.bn_affine_trainable ? "trainable" : "frozen", checked, worst, frozen);
+  std::printf("[err] inception_v2 depth %g %dx%d (bn affine %s): %d gradient entries vs central differences, max "
+              "rel err %.3e; %d frozen tensors without gradient\n",
+              o.depth_multiplier, H, W, o.bn_affine_trainable ? "trainable" : "frozen", checked, worst, frozen);
   EXPECT_GE(checked, 22);
 }
 }  // namespace
@@ -326,6 +327,35 @@ TEST(InceptionV2, TinyGradients) {
   grad_check(o, 33, 38);  // 33 -> 17 -> 9 -> 5 -> 3 (odd: symmetric SAME); 38 -> 19 -> 10 -> 5 -> 3
   o.bn_affine_trainable = true;
   grad_check(o, 34, 33);
+}
+
+// Depth 0.25 on 64x45: Mixed_3c is 8x6, so Mixed_4a's stride-2 convs and max pool pad 0 above/left and 1 below/right
+// (the asymmetric TF SAME case the tiny sizes above do not reach). The input is chosen away from max-pool ties
+// (test_pool_margin.h): at a tie the gradient jumps and central differences straddle it.
+TEST(InceptionV2, GradientsWithAsymmetricMixed4a) {
+  InceptionV2Options o;
+  o.depth_multiplier = 0.25;
+  o.min_depth = 16;
+  int seed = 0;
+  tu::PoolMargin best;
+  best.gap = -1;
+  for (int s = 11; s <= 16; ++s) {
+    tu::PoolMargin m = tu::max_pool_margin(
+        [&](Graph& g) {
+          InceptionV2Backbone net(o);
+          ValueId image = g.input("image", {1, 3, 64, 45});
+          ValueId c3 = net.first_stage(g, image);
+          EXPECT_EQ(g.value(g.find("Mixed_3c.out")).shape, Shape({1, 80, 8, 6}));
+          net.second_stage(g, c3);
+          return image;
+        },
+        tu::random_vec<double>(size_t(3 * 64 * 45), s));
+    if (m.gap > best.gap) best = m, seed = s;
+  }
+  std::printf("[err] depth 0.25 64x45: input seed %d, max-pool tie gap %.3e of scale (at %s)\n", seed, best.gap,
+              best.where.c_str());
+  ASSERT_GE(best.gap, 1e-5);
+  grad_check(o, 64, 45, seed);
 }
 
 // The planned memory of the full first stage (printed; planning runs no kernels).

@@ -12,6 +12,7 @@
 #include "nn/op_registry.h"
 #include "nn/param_store.h"
 #include "nn/planner.h"
+#include "test_pool_margin.h"
 #include "test_util.h"
 #if CTDET_WITH_CUDA
 #include "nn/cuda_context.h"
@@ -41,18 +42,39 @@ struct Model {
 };
 
 #if CTDET_WITH_CUDA
+// The input seed (of 1..8) whose max pools are farthest from a tie (tests/test_pool_margin.h): the first seed of the
+// depth-0.25 case put two values of a Mixed_4a pool window 4 ulps apart, and the devices routed its gradient to
+// different cells (a 5.5% difference in the input gradient, both correct). Requires a gap of 1e-5 of the pool
+// input's scale, about 100 times the devices' forward difference.
+int pick_seed(const InceptionV2Options& o, int N, int H, int W, const std::string& tag) {
+  int best_seed = 0;
+  tu::PoolMargin best;
+  best.gap = -1;
+  for (int seed = 1; seed <= 8; ++seed) {
+    std::vector<float> xf = tu::random_vec<float>(size_t(N) * 3 * H * W, seed);
+    tu::PoolMargin m = tu::max_pool_margin(
+        [&](Graph& g) {
+          InceptionV2Backbone net(o);
+          ValueId image = g.input("image", {N, 3, H, W});
+          net.second_stage(g, net.first_stage(g, image));
+          return image;
+        },
+        std::vector<double>(xf.begin(), xf.end()));
+    if (m.gap > best.gap) best = m, best_seed = seed;
+  }
+  std::printf("[err] %-48s input seed %d: max-pool tie gap %.3e of scale (at %s), %d exact ties in %d windows\n",
+              tag.c_str(), best_seed, best.gap, best.where.c_str(), best.exact_ties, best.windows);
+  EXPECT_GE(best.gap, 1e-5) << tag << ": every candidate input has a max-pool window near a tie";
+  return best_seed;
+}
+
 struct Result {
   std::vector<float> out, dimage;
   std::map<std::string, std::vector<float>> grads;
 };
 
-struct RunMode {
-  bool inplace = true, debug = false;
-  size_t workspace_cap = size_t(256) << 20;
-};
-
 Result run(Model& m, Device dev, CudaContext* ctx, const std::vector<float>& x, const std::vector<float>& r,
-           bool train, RunMode mode = {}) {
+           bool train) {
   ParamStore ps(dev, DType::F32);
   ps.declare_from(m.g);
   ps.allocate();
@@ -60,12 +82,9 @@ Result run(Model& m, Device dev, CudaContext* ctx, const std::vector<float>& x, 
   PlanOptions opt;
   opt.device = dev;
   opt.cuda = ctx;
-  opt.inplace = mode.inplace;
-  opt.workspace_cap = mode.workspace_cap;
   MemoryPlan plan = plan_memory(m.g, opt);
   Executor ex(m.g, plan, ps, dev, ctx);
-  ex.debug = mode.debug;
-  ex.debug = true;
+  ex.debug = true;  // per-node synchronisation: a failing kernel is named by its node
   ex.set(m.image, x);
   if (train) ex.set(m.r, r);
   ex.run();
@@ -93,17 +112,19 @@ TEST(InceptionV2Gpu, TinyForwardBackwardMatchesCpu) {
 #if CTDET_WITH_CUDA
   CudaContext ctx(0);
   struct Case { int N, H, W; bool affine; double dm; int min_depth; };
+  // 64x45 at depth 0.25 gives Mixed_3c an 8x6 map, so Mixed_4a's stride-2 convs and pool pad 0/1 (asymmetric).
   for (Case c : {Case{1, 33, 38, false, 0.0625, 2}, Case{2, 40, 40, true, 0.0625, 2}, Case{1, 64, 45, false, 0.25, 16}}) {
     InceptionV2Options o;
     o.depth_multiplier = c.dm;
     o.min_depth = c.min_depth;
     o.bn_affine_trainable = c.affine;
     Model m(o, c.N, c.H, c.W, true, true);
-    std::vector<float> x = tu::random_vec<float>(size_t(m.g.value(m.image).shape.numel()), 1);
+    const std::string tag = str("inception dm", c.dm, " ", c.N, "x", c.H, "x", c.W, c.affine ? " affine" : "");
+    const int seed = pick_seed(o, c.N, c.H, c.W, tag);
+    std::vector<float> x = tu::random_vec<float>(size_t(m.g.value(m.image).shape.numel()), seed);
     std::vector<float> r = tu::random_vec<float>(size_t(m.g.value(m.r).shape.numel()), 2);
     Result cpu = run(m, Device::CPU, nullptr, x, r, true);
     Result gpu = run(m, Device::CUDA, &ctx, x, r, true);
-    const std::string tag = str("inception dm", c.dm, " ", c.N, "x", c.H, "x", c.W, c.affine ? " affine" : "");
     tu::ErrStats s = tu::compare(gpu.out, cpu.out, 1e-3);
     tu::print_err(tag + " forward", s);
     EXPECT_LE(s.max_abs / std::max(max_abs_of(cpu.out), 1e-6), 1e-4) << tag;
@@ -137,34 +158,5 @@ TEST(InceptionV2Gpu, FullFirstStageForwardMatchesCpu) {
   tu::print_err("Inception-v2 Mixed_4e 1x3x224x320 cuda vs cpu", s);
   std::printf("       max |cpu| = %.4f, max_abs / max|cpu| = %.3e\n", mx, s.max_abs / mx);
   EXPECT_LE(s.max_abs / mx, 1e-4);
-#endif
-}
-
-// Diagnosis of the open dm0.25 backward mismatch (docs/gpu_verification.md): the same case with in-place reuse
-// off, with the executor's per-node synchronisation, and with no cuDNN workspace. Each variant prints its error and
-// asserts the same bound, so whichever passes points at the cause.
-TEST(InceptionV2Gpu, Dm025BackwardVariants) {
-  CTDET_REQUIRE_GPU();
-#if CTDET_WITH_CUDA
-  CudaContext ctx(0);
-  InceptionV2Options o;
-  o.depth_multiplier = 0.25;
-  o.min_depth = 16;
-  Model m(o, 1, 64, 45, true, true);
-  std::vector<float> x = tu::random_vec<float>(size_t(m.g.value(m.image).shape.numel()), 1);
-  std::vector<float> r = tu::random_vec<float>(size_t(m.g.value(m.r).shape.numel()), 2);
-  const Result cpu = run(m, Device::CPU, nullptr, x, r, true);
-  struct V { const char* name; RunMode mode; };
-  RunMode no_inplace, debug, no_ws;
-  no_inplace.inplace = false;
-  debug.debug = true;
-  no_ws.workspace_cap = 0;
-  for (const V& v : {V{"no in-place", no_inplace}, V{"debug sync", debug}, V{"workspace cap 0", no_ws}}) {
-    const Result gpu = run(m, Device::CUDA, &ctx, x, r, true, v.mode);
-    const tu::ErrStats s = tu::compare(gpu.dimage, cpu.dimage, 1e-3);
-    const double rel = s.max_abs / std::max(max_abs_of(cpu.dimage), 1e-6);
-    std::printf("[err] inception dm0.25 1x64x45 d image, %-16s max_abs/max|ref| = %.3e\n", v.name, rel);
-    EXPECT_LE(rel, 1e-4) << v.name;
-  }
 #endif
 }
