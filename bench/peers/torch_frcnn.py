@@ -1,20 +1,26 @@
 #!/usr/bin/env python3
-"""PyTorch/torchvision peer of bench_model: a ResNet-101 C4 Faster R-CNN with the study's sizes, timed the same way.
+"""PyTorch/torchvision peer of bench_model: the study's two Faster R-CNNs built from PyTorch parts, timed the same way.
 
-Built from torchvision parts to match ctdet's faster_rcnn_resnet101 (TF Object Detection API numbers):
-  backbone  torchvision resnet101 conv1..layer3 (1024 channels, stride 16), FrozenBatchNorm2d, all convs trainable
+Both match ctdet's faster_rcnn_resnet101 / faster_rcnn_inception_v2 (TF Object Detection API numbers, spec §1):
+  backbone  resnet101: torchvision resnet101 conv1..layer3 (1024 channels, stride 16), FrozenBatchNorm2d
+            inception_v2: BN-Inception in the TF-slim layout (spec §3.2) written here from torch.nn parts: separable
+            7x7 stem (depthwise, multiplier 8, then 1x1), Mixed_3b..Mixed_4e (576 channels, stride 16), TF SAME
+            padding (asymmetric only where TF pads asymmetrically), SAME average pools without the padded cells,
+            FrozenBatchNorm2d eps 1e-3; every conv trainable
   anchors   sizes 64,128,256,512 x aspect ratios 0.5,1,2 (12 per location), stride 16
-  RPN       3x3 conv + 1x1 heads (torchvision's RPNHead uses ReLU, TF ReLU6: same cost), 256 anchors/image at 0.5
-            positive, NMS 0.7 over ALL anchors (pre-NMS top-n = anchor count), 300 proposals train and test
+  RPN       TF-OD's head: 3x3 conv to 512 + ReLU6, 1x1 objectness and 1x1 box deltas (torchvision's RPNHead would
+            use a 3x3 conv of the backbone's width: 1024->1024 for ResNet-101, twice ctdet's work); 256 anchors/image
+            at 0.5 positive, NMS over ALL anchors (pre-NMS top-n = anchor count), 300 proposals train and test
   ROI crop  RoIAlign 14x14 (sampling 2) + 2x2 max pool -> 7x7 (ctdet: crop_and_resize 14x14 + max pool)
-  head      layer4 with stride 1 (the TF C4 head), global average pool, FC 4 logits + FC 16 boxes (3 classes)
+  head      resnet101: layer4 with stride 1 (the TF C4 head); inception_v2: Mixed_5a..5c (7x7 -> 4x4, 1024 ch);
+            then global average pool, FC 4 logits + FC 16 boxes (3 classes)
   sampling  64 ROIs/image at 25% positive; post-processing NMS 0.6, 300 detections
 Inputs are given at their final size (600x600 / 600x1024) and the transform's normalisation is the identity.
 Random weights and the ROI count: torchvision's RPN box coder has weights (1,1,1,1), so random deltas blow most
-proposals up to the whole image and NMS 0.7 collapses them to a handful, and the peer would then run its layer4 head
-(about 1.5 GFLOP per ROI) on a few ROIs instead of 300. The peer therefore runs the RPN NMS at IoU 1.0 (nothing
-suppressed: exactly 300 proposals at inference and 64 sampled ROIs in training, as ctdet, whose (10,10,5,5) coder
-keeps random proposals diverse). --rpn-nms 0.7 restores the configured value (for trained weights).
+proposals up to the whole image and NMS 0.7 collapses them to a handful, and the peer would then run its head on a
+few ROIs instead of 300. The peer therefore runs the RPN NMS at IoU 1.0 (nothing suppressed: exactly 300 proposals
+at inference and 64 sampled ROIs in training, as ctdet, whose (10,10,5,5) coder keeps random proposals diverse).
+--rpn-nms 0.7 restores the configured value (for trained weights).
 The RPN's minimum box size is set to 0 as in TF-OD (spec §4.5: no minimum-size filter); torchvision's default 1e-3
 removed every (degenerate) random proposal, so the peer ran its head on 0 ROIs at inference. With both settings the
 peer processes exactly 300 ROIs at inference and 64 in training (checked with a hook on box_roi_pool).
@@ -23,7 +29,8 @@ fp32, TF32 off, cudnn.benchmark off (as ctdet). CSV on stdout, the same columns 
 rois_per_image: ROIs the box head processed per image in the last timed run (a hook on box_roi_pool), so a peer that
 skips its head can never pass unnoticed.
 peak_mib: torch.cuda.max_memory_allocated over the timed runs (0 on CPU).
-There is no Inception-v2 (BN-Inception) in torchvision: that model has no peer here.
+The Inception-v2 build checks its own parameter counts against the spec's table (stage 1: 4,250,264 conv weights;
+stage 2: 5,893,120) before timing.
 """
 import argparse
 import sys
@@ -31,6 +38,7 @@ import time
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.rpn import AnchorGenerator
@@ -60,19 +68,157 @@ class C4Head(nn.Module):
         return self.layer4(self.pool(x)).mean(dim=(2, 3))
 
 
-def build(h, w, rpn_nms):
-    r = torchvision.models.resnet101(weights=None, norm_layer=FrozenBatchNorm2d) if hasattr(
-        torchvision.models, "ResNet101_Weights") else torchvision.models.resnet101(pretrained=False, norm_layer=FrozenBatchNorm2d)
+# ---- Inception-v2 (BN-Inception, TF-slim layout) ------------------------------------------------------------------
+def same_pads(n, k, s):
+    """TF SAME: (before, after) padding of one axis of size n for kernel k and stride s."""
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def pad_same(x, k, s, value=0.0):
+    """(x, symmetric padding) for a conv/pool of kernel k, stride s: padding is returned for the op itself when both
+    axes pad symmetrically, else x comes back explicitly padded (the extra row/column at the bottom/right, as TF)."""
+    pt, pb = same_pads(x.shape[2], k, s)
+    pl, pr = same_pads(x.shape[3], k, s)
+    if pt == pb and pl == pr:
+        return x, (pt, pl)
+    return F.pad(x, (pl, pr, pt, pb), value=value), (0, 0)
+
+
+class ConvBnRelu(nn.Module):
+    """conv (no bias, TF SAME) -> frozen BN (eps 1e-3) -> ReLU."""
+
+    def __init__(self, cin, cout, k, s=1):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, s, bias=False)
+        self.bn = FrozenBatchNorm2d(cout, eps=1e-3)
+
+    def forward(self, x):
+        x, pad = pad_same(x, self.conv.kernel_size[0], self.conv.stride[0])
+        return F.relu(self.bn(F.conv2d(x, self.conv.weight, stride=self.conv.stride, padding=pad)))
+
+
+def max_pool_same(x, s):
+    x, pad = pad_same(x, 3, s, float("-inf"))
+    return F.max_pool2d(x, 3, s, padding=pad)
+
+
+class Mixed(nn.Module):
+    """Inception module: 1x1 | 1x1 -> 3x3 | 1x1 -> 3x3 -> 3x3 | pool -> 1x1 (avg pool, or max in Mixed_5c)."""
+
+    def __init__(self, cin, b0, b1a, b1b, b2a, b2b, b3, max_branch3=False):
+        super().__init__()
+        self.b0 = ConvBnRelu(cin, b0, 1)
+        self.b1 = nn.Sequential(ConvBnRelu(cin, b1a, 1), ConvBnRelu(b1a, b1b, 3))
+        self.b2 = nn.Sequential(ConvBnRelu(cin, b2a, 1), ConvBnRelu(b2a, b2b, 3), ConvBnRelu(b2b, b2b, 3))
+        self.b3 = ConvBnRelu(cin, b3, 1)
+        self.max_branch3 = max_branch3
+        self.out_channels = b0 + b1b + b2b + b3
+
+    def forward(self, x):
+        # TF SAME at stride 1 pads 1 on every side; the average leaves the padded cells out.
+        p = max_pool_same(x, 1) if self.max_branch3 else F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+        return torch.cat([self.b0(x), self.b1(x), self.b2(x), self.b3(p)], 1)
+
+
+class Reduction(nn.Module):
+    """Stride-2 module: 1x1 -> 3x3/2 | 1x1 -> 3x3 -> 3x3/2 | max 3x3/2."""
+
+    def __init__(self, cin, b0a, b0b, b1a, b1b):
+        super().__init__()
+        self.b0 = nn.Sequential(ConvBnRelu(cin, b0a, 1), ConvBnRelu(b0a, b0b, 3, 2))
+        self.b1 = nn.Sequential(ConvBnRelu(cin, b1a, 1), ConvBnRelu(b1a, b1b, 3), ConvBnRelu(b1b, b1b, 3, 2))
+        self.out_channels = b0b + b1b + cin
+
+    def forward(self, x):
+        return torch.cat([self.b0(x), self.b1(x), max_pool_same(x, 2)], 1)
+
+
+class InceptionTrunk(nn.Module):
+    """Conv2d_1a_7x7 .. Mixed_4e: 576 channels at stride 16."""
+
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(3, 24, 7, 2, groups=3, bias=False)  # depthwise, channel multiplier 8
+        self.pw = nn.Conv2d(24, 64, 1, bias=False)
+        self.bn = FrozenBatchNorm2d(64, eps=1e-3)
+        self.conv2b = ConvBnRelu(64, 64, 1)
+        self.conv2c = ConvBnRelu(64, 192, 3)
+        self.mixed = nn.Sequential(
+            Mixed(192, 64, 64, 64, 64, 96, 32),      # Mixed_3b -> 256
+            Mixed(256, 64, 64, 96, 64, 96, 64),      # Mixed_3c -> 320
+            Reduction(320, 128, 160, 64, 96),        # Mixed_4a -> 576
+            Mixed(576, 224, 64, 96, 96, 128, 128),   # Mixed_4b
+            Mixed(576, 192, 96, 128, 96, 128, 128),  # Mixed_4c
+            Mixed(576, 160, 128, 160, 128, 160, 96),  # Mixed_4d
+            Mixed(576, 96, 128, 192, 160, 192, 96))  # Mixed_4e
+        self.out_channels = 576
+
+    def forward(self, x):
+        x, pad = pad_same(x, 7, 2)
+        x = F.relu(self.bn(self.pw(F.conv2d(x, self.dw.weight, stride=2, padding=pad, groups=3))))
+        x = max_pool_same(x, 2)
+        x = self.conv2c(self.conv2b(x))
+        x = max_pool_same(x, 2)
+        return {"0": self.mixed(x)}
+
+
+class InceptionHead(nn.Module):
+    """2x2 max pool of the 14x14 crops, Mixed_5a..5c (7x7 -> 4x4, 1024 channels), spatial mean."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = nn.MaxPool2d(2, 2)
+        self.mixed = nn.Sequential(Reduction(576, 128, 192, 192, 256),                 # Mixed_5a -> 1024
+                                   Mixed(1024, 352, 192, 320, 160, 224, 128),          # Mixed_5b
+                                   Mixed(1024, 352, 192, 320, 192, 224, 128, True))    # Mixed_5c
+
+    def forward(self, x):
+        return self.mixed(self.pool(x)).mean(dim=(2, 3))
+
+
+def conv_weight_count(m):
+    return sum(p.numel() for n, p in m.named_parameters() if p.dim() == 4)
+
+
+class TFRPNHead(nn.Module):
+    """TF-OD's first-stage box predictor: 3x3 conv to 512 + ReLU6, 1x1 objectness, 1x1 box deltas."""
+
+    def __init__(self, cin, anchors_per_location):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, 512, 3, padding=1)
+        self.cls_logits = nn.Conv2d(512, anchors_per_location, 1)
+        self.bbox_pred = nn.Conv2d(512, 4 * anchors_per_location, 1)
+
+    def forward(self, feats):
+        t = [F.relu6(self.conv(f)) for f in feats]
+        return [self.cls_logits(x) for x in t], [self.bbox_pred(x) for x in t]
+
+
+def build(model, h, w, rpn_nms):
+    if model == "faster_rcnn_resnet101":
+        r = torchvision.models.resnet101(weights=None, norm_layer=FrozenBatchNorm2d) if hasattr(
+            torchvision.models, "ResNet101_Weights") else torchvision.models.resnet101(pretrained=False,
+                                                                                       norm_layer=FrozenBatchNorm2d)
+        trunk, head, head_channels = C4Trunk(r), C4Head(r), 2048
+    else:
+        trunk, head, head_channels = InceptionTrunk(), InceptionHead(), 1024
+        counts = (conv_weight_count(trunk), conv_weight_count(head))
+        if counts != (4250264, 5893120):
+            raise SystemExit(f"torch_frcnn: Inception-v2 conv weight counts {counts} differ from the spec's "
+                             "(4250264, 5893120)")
     anchors = AnchorGenerator(sizes=((64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
     n_anchors = ((h + 15) // 16) * ((w + 15) // 16) * 12
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-    m = FasterRCNN(C4Trunk(r), num_classes=None, min_size=min(h, w), max_size=max(h, w),
+    m = FasterRCNN(trunk, num_classes=None, min_size=min(h, w), max_size=max(h, w),
                    image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
-                   rpn_anchor_generator=anchors, rpn_pre_nms_top_n_train=n_anchors, rpn_pre_nms_top_n_test=n_anchors,
+                   rpn_anchor_generator=anchors, rpn_head=TFRPNHead(trunk.out_channels, 12),
+                   rpn_pre_nms_top_n_train=n_anchors, rpn_pre_nms_top_n_test=n_anchors,
                    rpn_post_nms_top_n_train=300, rpn_post_nms_top_n_test=300, rpn_nms_thresh=rpn_nms,
                    rpn_batch_size_per_image=256, rpn_positive_fraction=0.5,
                    box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=14, sampling_ratio=2),
-                   box_head=C4Head(r), box_predictor=FastRCNNPredictor(2048, 4),
+                   box_head=head, box_predictor=FastRCNNPredictor(head_channels, 4),
                    box_score_thresh=0.0, box_nms_thresh=0.6, box_detections_per_img=300,
                    box_batch_size_per_image=64, box_positive_fraction=0.25)
     m.rpn.min_size = 0.0
@@ -102,20 +248,21 @@ def main():
     reps = a.reps or ((5 if a.quick else 10) if cuda else (1 if a.quick else 3))
     print("model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,peak_mib,rois_per_image")
     cases = []
-    for train in (True, False):
-        for n in (1, 2):
-            for w in (600, 1024):
-                if not cuda and (n == 2 or w == 1024 or train):
-                    continue
-                if a.quick and n == 2 and w == 1024:
-                    continue
-                cases.append((train, n, 600, w))
-    for train, n, h, w in cases:
-        tag = "faster_rcnn_resnet101 " + ("train" if train else "infer")
+    for model in ("faster_rcnn_resnet101", "faster_rcnn_inception_v2"):
+        for train in (True, False):
+            for n in (1, 2):
+                for w in (600, 1024):
+                    if not cuda and (n == 2 or w == 1024 or train):
+                        continue
+                    if a.quick and n == 2 and w == 1024:
+                        continue
+                    cases.append((model, train, n, 600, w))
+    for model, train, n, h, w in cases:
+        tag = model + (" train" if train else " infer")
         if a.filter and a.filter not in tag:
             continue
         torch.manual_seed(0)
-        m = build(h, w, a.rpn_nms).to(dev)
+        m = build(model, h, w, a.rpn_nms).to(dev)
         opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-6, momentum=0.9)
         imgs = [torch.rand(3, h, w, device=dev) * 255 - 120 for _ in range(n)]
         tgts = [{"boxes": torch.tensor([[w * .2, h * .3, w * .45, h * .6], [w * .55, h * .25, w * .8, h * .5]], device=dev),
@@ -147,7 +294,7 @@ def main():
         ms.sort()
         med = ms[len(ms) // 2]
         peak = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else 0.0
-        print(f"faster_rcnn_resnet101,{a.device},{'train' if train else 'infer'},{n},{h},{w},{med:.3f},{ms[0]:.3f},"
+        print(f"{model},{a.device},{'train' if train else 'infer'},{n},{h},{w},{med:.3f},{ms[0]:.3f},"
               f"{1000.0 * n / med:.2f},{peak:.1f},{(seen[-1] / n) if seen else 0:.0f}", flush=True)
         del m, opt
         if cuda:
