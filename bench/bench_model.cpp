@@ -2,7 +2,11 @@
 // detectors (ResNet-101 and Inception-v2 Faster R-CNN, 3 classes, the TF-OD numbers) at 600x600 and 600x1024,
 // batch 1 and 2. CSV on stdout:
 //   model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,planned_peak_mib,params_mib,
-//   device_used_mib,rois_per_image   (rois: proposals the second stage ran on at inference; sampled ROIs in training)
+//   device_used_mib,rois_per_image,gflop_per_image,share_of_fp32_peak
+// rois: proposals the second stage ran on at inference; sampled ROIs in training. gflop_per_image: the FLOP of the
+// run's matrix products (conv2d, linear and their gradients; graph_flops) over the batch size. share_of_fp32_peak:
+// that work per second of median time over the nominal FP32 peak (CPU: cores x 32 FLOP/cycle x clock; GPU: SMs x
+// FP32 lanes x 2 x boost clock; printed on stderr), the whole step's arithmetic efficiency.
 // Median over --reps runs after --warmup runs; on CUDA each run ends with a stream synchronisation (the
 // loss/detections are read back, as a trainer or an application would). device_used_mib: the growth of the
 // device's used memory from before the store/plan was allocated to after the runs (cudaMemGetInfo), a
@@ -19,9 +23,11 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "detector/session.h"
 #include "kernels/optim.h"
 #include "nn/device.h"
+#include "nn/op_registry.h"
 #if CTDET_WITH_CUDA
 #include <cuda_runtime.h>
 
@@ -104,7 +110,13 @@ int main(int argc, char** argv) {
 #endif
     const Device dev = o.cuda ? Device::CUDA : Device::CPU;
     std::printf("model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,planned_peak_mib,params_mib,"
-                "device_used_mib,rois_per_image\n");
+                "device_used_mib,rois_per_image,gflop_per_image,share_of_fp32_peak\n");
+#if CTDET_WITH_CUDA
+    const bench::Peak peak = o.cuda ? bench::gpu_fp32_peak(cx->device) : bench::cpu_fp32_peak(0);
+#else
+    const bench::Peak peak = bench::cpu_fp32_peak(0);
+#endif
+    std::fprintf(stderr, "# %s\n", peak.how.c_str());
     struct Case {
       BackboneKind kind;
       bool train;
@@ -176,9 +188,13 @@ int main(int argc, char** argv) {
       double mean_rois = 0;
       for (int r : rois) mean_rois += r;
       mean_rois /= std::max<size_t>(rois.size(), 1);
-      std::printf("%s,%s,%s,%d,%d,%d,%.3f,%.3f,%.2f,%.1f,%.1f,%.1f,%.0f\n", name.c_str(), o.cuda ? "cuda" : "cpu",
-                  c.train ? "train" : "infer", c.n, c.h, c.w, med, ms.front(), 1000.0 * c.n / med,
-                  double(s.planned_peak_bytes()) / (1 << 20), double(ps.bytes()) / (1 << 20), used, mean_rois);
+      const double gflop = graph_flops(s.last_executor()->graph()) * 1e-9;
+      char share[32] = "";
+      if (peak.value > 0) std::snprintf(share, sizeof share, "%.3f", gflop / (med * 1e-3) / peak.value);
+      std::printf("%s,%s,%s,%d,%d,%d,%.3f,%.3f,%.2f,%.1f,%.1f,%.1f,%.0f,%.1f,%s\n", name.c_str(),
+                  o.cuda ? "cuda" : "cpu", c.train ? "train" : "infer", c.n, c.h, c.w, med, ms.front(),
+                  1000.0 * c.n / med, double(s.planned_peak_bytes()) / (1 << 20), double(ps.bytes()) / (1 << 20), used,
+                  mean_rois, gflop / c.n, share);
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {

@@ -56,16 +56,6 @@ struct DevBuf {
   DevBuf& operator=(const DevBuf&) = delete;
 };
 
-// FP32 lanes per SM by compute capability (CUDA C Programming Guide, "arithmetic instructions" throughput
-// table: FP32 results per clock per SM). 0 = unknown architecture (no share of peak printed).
-int fp32_lanes_per_sm(int major, int minor) {
-  if (major == 5) return 128;
-  if (major == 6) return minor == 0 ? 64 : 128;
-  if (major == 7) return 64;
-  if (major == 8) return minor == 0 ? 64 : 128;
-  if (major == 9 || major == 10 || major == 11 || major == 12) return 128;
-  return 0;
-}
 #endif
 
 struct Env {
@@ -383,17 +373,11 @@ void setup_device(Env& env) {
   env.ctx = std::make_unique<CudaContext>(0);
   cudaDeviceProp prop{};
   CTDET_CUDA_CHECK(cudaGetDeviceProperties(&prop, env.ctx->device));
-  int sms = 0, clock_khz = 0, mem_khz = 0, bus_bits = 0, l2 = 0;
-  CTDET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, env.ctx->device));
-  CTDET_CUDA_CHECK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, env.ctx->device));
+  int mem_khz = 0, bus_bits = 0, l2 = 0;
   CTDET_CUDA_CHECK(cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, env.ctx->device));
   CTDET_CUDA_CHECK(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, env.ctx->device));
   CTDET_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, env.ctx->device));
-  const int lanes = fp32_lanes_per_sm(prop.major, prop.minor);
-  env.compute.value = double(sms) * lanes * 2.0 * clock_khz * 1e-6;  // GFLOP/s
-  env.compute.how = str("GPU FP32 peak ", env.compute.value, " GFLOP/s = ", sms, " SMs x ", lanes,
-                        " FP32 lanes/SM (sm_", prop.major, prop.minor, ") x 2 FLOP/FMA x ", clock_khz / 1000,
-                        " MHz (cudaDevAttrClockRate, boost) on ", prop.name);
+  env.compute = gpu_fp32_peak(env.ctx->device);
   env.bandwidth.value = 2.0 * mem_khz * 1e3 * (bus_bits / 8.0) * 1e-9;  // GB/s, double data rate
   env.bandwidth.how = str("GPU bandwidth peak ", env.bandwidth.value, " GB/s = 2 (DDR) x ", mem_khz / 1000,
                           " MHz x ", bus_bits, "-bit bus (cudaDevAttrMemoryClockRate / GlobalMemoryBusWidth)");

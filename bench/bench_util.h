@@ -21,6 +21,11 @@
 #include <vector>
 
 #include "nn/error.h"
+#if CTDET_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/common/cuda_check.cuh"
+#endif
 
 namespace ctdet::bench {
 
@@ -195,6 +200,34 @@ inline Peak cpu_fp32_peak(int threads) {
   p.how = buf;
   return p;
 }
+
+#if CTDET_WITH_CUDA
+// FP32 lanes per SM by compute capability (CUDA C Programming Guide, "arithmetic instructions" throughput
+// table: FP32 results per clock per SM). 0 = unknown architecture (no share of peak printed).
+inline int fp32_lanes_per_sm(int major, int minor) {
+  if (major == 5) return 128;
+  if (major == 6) return minor == 0 ? 64 : 128;
+  if (major == 7) return 64;
+  if (major == 8) return minor == 0 ? 64 : 128;
+  if (major == 9 || major == 10 || major == 11 || major == 12) return 128;
+  return 0;
+}
+
+// Nominal FP32 (non-tensor-core) peak of a device: SMs x FP32 lanes per SM x 2 FLOP per FMA x boost clock.
+inline Peak gpu_fp32_peak(int device) {
+  cudaDeviceProp prop{};
+  CTDET_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  int sms = 0, clock_khz = 0;
+  CTDET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  CTDET_CUDA_CHECK(cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device));
+  const int lanes = fp32_lanes_per_sm(prop.major, prop.minor);
+  Peak p;
+  p.value = double(sms) * lanes * 2.0 * clock_khz * 1e-6;  // GFLOP/s
+  p.how = str("GPU FP32 peak ", p.value, " GFLOP/s = ", sms, " SMs x ", lanes, " FP32 lanes/SM (sm_", prop.major,
+              prop.minor, ") x 2 FLOP/FMA x ", clock_khz / 1000, " MHz (cudaDevAttrClockRate, boost) on ", prop.name);
+  return p;
+}
+#endif
 
 // Measured single-thread bandwidth ceiling on 64 MiB arrays (read + write counted), best of 5 after one untimed
 // pass: the larger of std::memcpy and a STREAM-"scale"-like loop b[i] = s * a[i]. The element-wise ops and pooling

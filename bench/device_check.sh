@@ -140,6 +140,10 @@ if ls bench/peers/*.py >/dev/null 2>&1; then
       timeout ${BENCH_TIMEOUT:-150} python3 "$p" --device cuda ${BENCH_ARGS:-} > "$OUT_DIR/peer_$(basename "$p" .py).csv" 2>>"$LOG"
       echo "- peer $(basename "$p"): rc $?" >> "$SUMMARY"
     done
+    if [ -s "$OUT_DIR/bench_model.csv" ] && [ -s "$OUT_DIR/peer_torch_frcnn.csv" ]; then
+      { echo; echo "## Whole detectors: ctdet vs PyTorch (bench/compare_models.py)"; echo
+        python3 bench/compare_models.py "$OUT_DIR/bench_model.csv" "$OUT_DIR/peer_torch_frcnn.csv" 2>&1; } >> "$SUMMARY"
+    fi
   else
     skipped+=("PyTorch peer: torch with CUDA not importable")
   fi

@@ -147,7 +147,7 @@ DetectorGraph build_faster_rcnn(const FasterRcnnConfig& cfg, const DetectorShape
   d.num_anchors = g.value(anchors).shape[0];
   const BoxCoderParams coder = coder_params(cfg);
 
-  ValueId rois, roi_count, crop_boxes, roi_batch, roi5;
+  ValueId rois = kNoValue, roi_count = kNoValue, crop_boxes = kNoValue, roi_batch = kNoValue, roi5 = kNoValue;
   if (s.train) {
     d.gt_boxes = g.input("gt_boxes", {N, G, 4});
     d.gt_labels = g.input("gt_labels", {N, G}, DType::I32);

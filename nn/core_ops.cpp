@@ -185,6 +185,10 @@ void register_core_ops(OpRegistry& r) {
       if (b.fwd().inputs.size() > 2) b.contribute(2, "sum_rows", {dy});
     };
 #endif
+    // 2 * M * N * K for the product; the bias add is not counted.
+    d.flops = [](const Graph& g, const Node& n) {
+      return 2.0 * double(shp(g, n.inputs[0])[0]) * double(shp(g, n.inputs[1])[0]) * double(shp(g, n.inputs[1])[1]);
+    };
     d.cpu = linear_cpu;
     d.cuda = CTDET_CUDA_FN(core_linear_cuda);
     r.add(d);
@@ -197,6 +201,9 @@ void register_core_ops(OpRegistry& r) {
       const Shape &dy = shp(g, n.inputs[0]), &w = shp(g, n.inputs[1]);
       CTDET_CHECK(dy.rank() == 2 && w.rank() == 2 && dy[1] == w[0], "shape mismatch in ", describe_inputs(g, n));
       return {{Shape{dy[0], w[1]}, g.value(n.inputs[0]).dtype}};
+    };
+    d.flops = [](const Graph& g, const Node& n) {  // dy (M,N) w (N,K)
+      return 2.0 * double(shp(g, n.inputs[0])[0]) * double(shp(g, n.inputs[1])[0]) * double(shp(g, n.inputs[1])[1]);
     };
     d.cpu = linear_grad_x_cpu;
     d.cuda = CTDET_CUDA_FN(core_linear_grad_x_cuda);
@@ -211,6 +218,9 @@ void register_core_ops(OpRegistry& r) {
       const Shape &dy = shp(g, n.inputs[0]), &x = shp(g, n.inputs[1]);
       CTDET_CHECK(dy.rank() == 2 && x.rank() == 2 && dy[0] == x[0], "shape mismatch in ", describe_inputs(g, n));
       return {{Shape{dy[1], x[1]}, g.value(n.inputs[0]).dtype}};
+    };
+    d.flops = [](const Graph& g, const Node& n) {  // dy (M,N) x (M,K)
+      return 2.0 * double(shp(g, n.inputs[0])[0]) * double(shp(g, n.inputs[0])[1]) * double(shp(g, n.inputs[1])[1]);
     };
     d.cpu = linear_grad_w_cpu;
     d.cuda = CTDET_CUDA_FN(core_linear_grad_w_cuda);

@@ -49,6 +49,7 @@ class Executor {
   std::string profile_table(int top = 20) const;
 
   size_t arena_bytes() const { return arena_.size(); }
+  const Graph& graph() const { return g_; }
 
  private:
   const Graph& g_;

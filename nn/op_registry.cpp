@@ -34,6 +34,16 @@ const OpRegistry& ops() {
   return registry;
 }
 
+double graph_flops(const Graph& g, int begin, int end) {
+  if (end < 0) end = g.num_nodes();
+  double f = 0;
+  for (int i = begin; i < end; ++i) {
+    const OpDef& d = ops().get(g.node(i).op);
+    if (d.flops) f += d.flops(g, g.node(i));
+  }
+  return f;
+}
+
 void cuda_not_built(OpContext& c) {
   CTDET_FAIL("node '", c.node->name, "' (", c.node->op, "): CUDA requested but ctdet was built without CUDA");
 }

@@ -45,6 +45,9 @@ struct OpDef {
   std::function<size_t(const Graph&, const Node&, Device, size_t cap)> workspace;
   std::function<void(OpContext&)> cpu;
   std::function<void(OpContext&)> cuda;
+  // Arithmetic of one run of the node in FLOP (a multiply-add counts 2), for the matrix-product ops that dominate
+  // a detector's work (conv2d, linear and their gradients). Null: not counted (elementwise, pooling, gathers).
+  std::function<double(const Graph&, const Node&)> flops;
 };
 
 class OpRegistry {
@@ -66,6 +69,10 @@ void register_core_ops(OpRegistry& r);
 void register_dense_ops(OpRegistry& r);  // nn/ops_dense.cpp: conv2d, batchnorm_frozen, max_pool
 void register_elem_ops(OpRegistry& r);   // nn/ops_elem.cpp: relu6, bn_add_relu, concat/slice, gather, pool2d, losses
 void register_det_ops(OpRegistry& r);    // nn/ops_det.cpp: crop_and_resize, roi_align, anchors, boxes, nms, top-k, sampler
+
+// Sum of OpDef::flops over nodes [begin, end) of g (end < 0: to the last node): the FLOP a run performs in its
+// matrix products, which "share of FP32 peak" divides by.
+double graph_flops(const Graph& g, int begin = 0, int end = -1);
 
 // Helpers for infer functions: a message naming the node and its inputs.
 std::string describe_inputs(const Graph& g, const Node& n);

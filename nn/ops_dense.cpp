@@ -129,6 +129,11 @@ size_t conv_workspace(const Conv2dParams& p, DType t, Device d, size_t cap) {
   return conv_cuda_pad_bytes(p) + std::min(cap, align256(col));
 }
 
+// 2 * N * K * (C/groups) * R * S * P * Q: the same for the forward, the data gradient and the filter gradient.
+double conv_flops(const Conv2dParams& p) {
+  return 2.0 * p.N * p.K * (p.C / p.groups) * p.R * p.S * double(p.out_h()) * p.out_w();
+}
+
 template <typename T> const T* in_ptr(const OpContext& c, size_t i) { return c.in[i].ptr<T>(); }
 
 void conv_fwd_cpu(OpContext& c) {
@@ -359,6 +364,7 @@ void register_dense_ops(OpRegistry& r) {
     d.workspace = [](const Graph& g, const Node& n, Device dev, size_t cap) {
       return conv_workspace(resolve_conv(g, n), g.value(n.inputs[0]).dtype, dev, cap);
     };
+    d.flops = [](const Graph& g, const Node& n) { return conv_flops(resolve_conv(g, n)); };
     d.cpu = conv_fwd_cpu;
     d.cuda = CTDET_CUDA_FN(conv_fwd_cuda);
     r.add(d);
@@ -376,6 +382,7 @@ void register_dense_ops(OpRegistry& r) {
     d.workspace = [](const Graph& g, const Node& n, Device dev, size_t cap) {
       return conv_workspace(conv_attrs(n), g.value(n.inputs[0]).dtype, dev, cap);
     };
+    d.flops = [](const Graph&, const Node& n) { return conv_flops(conv_attrs(n)); };
     d.cpu = conv_grad_x_cpu;
     d.cuda = CTDET_CUDA_FN(conv_grad_x_cuda);
     r.add(d);
@@ -394,6 +401,7 @@ void register_dense_ops(OpRegistry& r) {
     d.workspace = [](const Graph& g, const Node& n, Device dev, size_t cap) {
       return conv_workspace(conv_attrs(n), g.value(n.inputs[0]).dtype, dev, cap);
     };
+    d.flops = [](const Graph&, const Node& n) { return conv_flops(conv_attrs(n)); };
     d.cpu = conv_grad_w_cpu;
     d.cuda = CTDET_CUDA_FN(conv_grad_w_cuda);
     r.add(d);
