@@ -57,7 +57,35 @@ int conv2d_out_size(int in, int kernel, int stride, int pad_before, int pad_afte
 // negative padding, C or K not divisible by groups, output size <= 0.
 void validate_conv2d(const Conv2dParams& p);
 
-// Bytes of the float column buffer (C/groups * R * S, P * Q) the CPU float path needs.
+// ---- pointwise convolutions as matrix products -------------------------------------------------------------
+// A 1x1 convolution with stride 1, no padding, no dilation and one group, on maps of at least
+// kPointwiseGemmMinCells cells, is a matrix product per image (row-major):
+//   y[n] (K, HW) = w (K, C) x[n] (C, HW),   dx[n] = w^T dy[n],   dw = sum_n dy[n] x[n]^T
+// Both devices run it as the GEMMs described below, without im2col and without workspace: the CPU through
+// OpenBLAS (CblasColMajor), CUDA through cuBLAS (instead of the cuDNN algorithm the heuristics pick, which was up
+// to 5.4x slower than PyTorch's on these shapes: docs/performance.md). The descriptions are written once, here;
+// the CPU tests check them through OpenBLAS against the direct loops, the GPU tests the cuBLAS run against the CPU.
+constexpr int64_t kPointwiseGemmMinCells = 256;
+bool conv2d_uses_pointwise_gemm(const Conv2dParams& p);
+
+// One column-major GEMM per batch entry b < batch:
+//   C_b = op(A_b) op(B_b) + beta_b C_b,   X_b = X + b * stride_x,   op(M) = M or M^T (trans_*),
+//   op(A) is m x k, op(B) is k x n, C is m x n (leading dimensions lda, ldb, ldc).
+// stride_c == 0 means every entry adds into the same C (a sum over the batch): entry 0 uses beta, the rest 1, and
+// the entries run one after the other. Otherwise beta_b = beta for all.
+struct GemmDesc {
+  bool trans_a = false, trans_b = false;
+  int m = 0, n = 0, k = 0;
+  int lda = 0, ldb = 0, ldc = 0;
+  int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+  int batch = 1;
+  float beta = 0.f;
+};
+GemmDesc pointwise_forward_gemm(const Conv2dParams& p);                               // A = x, B = w, C = y
+GemmDesc pointwise_backward_data_gemm(const Conv2dParams& p, bool accumulate_dx);     // A = dy, B = w, C = dx
+GemmDesc pointwise_backward_filter_gemm(const Conv2dParams& p, bool accumulate_dw);   // A = x, B = dy, C = dw
+
+// Bytes of the float column buffer (C/groups * R * S, P * Q) the CPU float path needs (0 for pointwise GEMMs).
 size_t conv2d_workspace_bytes_cpu(const Conv2dParams& p);
 
 // y = conv(x, w) + b. b is read only when p.has_bias (may be nullptr otherwise).

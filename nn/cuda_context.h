@@ -26,6 +26,9 @@ struct CudaContext {
   // Upper bound on the cuDNN workspace any conv may pick (the planner's cap).
   size_t workspace_cap = size_t(256) << 20;
   bool deterministic = false;
+  // Pointwise (1x1, stride 1) convolutions through cuBLAS GEMMs (kernels/conv2d.h) rather than cuDNN; bench_ops
+  // switches it off to time both.
+  bool pointwise_conv_gemm = true;
   // Algorithm choices keyed by a shape string (cuDNN conv algorithms chosen once per shape).
   std::unordered_map<std::string, int64_t> algo_cache;
 

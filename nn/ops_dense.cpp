@@ -25,7 +25,8 @@
 //        conv2d_workspace_bytes_cpu(p) = (C/g)*R*S*P*Q*4 bytes. The CPU path cannot run with less, so the cap
 //        does not shrink it. f64 (the direct-loop reference) needs none.
 //   CUDA The planner has no CudaContext (OpDef::workspace gets none), so cuDNN's heuristics cannot be asked.
-//        We plan an estimate instead:  pad + min(cap, align256(N*(C/g)*R*S*P*Q*4)),
+//        We plan an estimate instead:  pad + min(cap, align256(N*(C/g)*R*S*P*Q*4)), and 0 for the pointwise
+//        convolutions that run as cuBLAS GEMMs (conv2d_uses_pointwise_gemm),
 //        pad = the padded-input copy kernels/cuda/conv2d.cu makes for asymmetric padding (0 when symmetric).
 //        The column term is what an explicit-GEMM algorithm needs; implicit-GEMM algorithms need less.
 //        At run time the op lowers CudaContext::workspace_cap to (planned bytes - pad) around the cuDNN call, so
@@ -125,6 +126,7 @@ size_t conv_cuda_pad_bytes(const Conv2dParams& p) {
 
 size_t conv_workspace(const Conv2dParams& p, DType t, Device d, size_t cap) {
   if (d == Device::CPU) return t == DType::F32 ? conv2d_workspace_bytes_cpu(p) : 0;
+  if (conv2d_uses_pointwise_gemm(p)) return 0;  // cuBLAS GEMMs, no workspace (CudaContext::pointwise_conv_gemm)
   const size_t col = size_t(p.N) * (p.C / p.groups) * p.R * p.S * size_t(p.out_h()) * p.out_w() * sizeof(float);
   return conv_cuda_pad_bytes(p) + std::min(cap, align256(col));
 }

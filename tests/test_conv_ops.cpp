@@ -123,7 +123,31 @@ void run_conv_fixture(const std::string& name, double tol) {
     expect_close("conv2d " + tag + " db accumulate", minus(adb, pdb), load<double>(name + "_db"), tol * 4);
 }
 
-const char* kConvCases[] = {"stride2", "dilation2", "groups2", "depthwise_same", "pointwise_s2"};
+const char* kConvCases[] = {"stride2", "dilation2", "groups2", "depthwise_same", "pointwise_s2", "pointwise_gemm"};
+
+// Which convolutions take the pointwise-GEMM path (the torch fixture "pointwise_gemm" checks its numbers).
+TEST(Conv2d, PointwiseGemmSelection) {
+  Conv2dParams p;
+  p.N = 2, p.C = 6, p.H = 16, p.W = 17, p.K = 5;
+  EXPECT_TRUE(conv2d_uses_pointwise_gemm(p));
+  EXPECT_EQ(conv2d_workspace_bytes_cpu(p), 0u);
+  const GemmDesc f = pointwise_forward_gemm(p);
+  EXPECT_EQ(f.m, 272);
+  EXPECT_EQ(f.n, 5);
+  EXPECT_EQ(f.k, 6);
+  EXPECT_EQ(f.batch, 2);
+  EXPECT_EQ(pointwise_backward_filter_gemm(p, false).stride_c, 0);  // a sum over the images into one dw
+  Conv2dParams q = p;
+  q.H = 15;  // 255 cells: im2col
+  EXPECT_FALSE(conv2d_uses_pointwise_gemm(q));
+  for (auto change : {+[](Conv2dParams& c) { c.stride_h = 2; }, +[](Conv2dParams& c) { c.pad_bottom = 1; },
+                      +[](Conv2dParams& c) { c.R = c.S = 3; }, +[](Conv2dParams& c) { c.dilation_w = 2; },
+                      +[](Conv2dParams& c) { c.groups = 2; c.C = 6; c.K = 4; }}) {
+    Conv2dParams c = p;
+    change(c);
+    EXPECT_FALSE(conv2d_uses_pointwise_gemm(c)) << c.shape_string();
+  }
+}
 
 TEST(Conv2d, TfSamePaddingHandValues) {
   auto a = tf_same_padding(12, 7, 2);  // out 6, total (6-1)*2+7-12 = 5

@@ -72,8 +72,53 @@ int64_t forward_batch_images(const Conv2dParams& p) {
   return std::max<int64_t>(1, std::min<int64_t>(p.N, (kMinGemmCols + PQ - 1) / PQ));
 }
 
+bool conv2d_uses_pointwise_gemm(const Conv2dParams& p) {
+  return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 && p.pad_bottom == 0 &&
+         p.pad_left == 0 && p.pad_right == 0 && p.dilation_h == 1 && p.dilation_w == 1 && p.groups == 1 &&
+         int64_t(p.H) * p.W >= kPointwiseGemmMinCells;
+}
+
+// Row-major (K, HW) is column-major (HW, K) with leading dimension HW; row-major w (K, C) is column-major (C, K).
+GemmDesc pointwise_forward_gemm(const Conv2dParams& p) {
+  // y[n]^T (HW, K) = x[n]^T (HW, C) w^T (C, K)
+  const int HW = p.H * p.W;
+  GemmDesc g;
+  g.m = HW, g.n = p.K, g.k = p.C;
+  g.lda = HW, g.ldb = p.C, g.ldc = HW;
+  g.stride_a = int64_t(p.C) * HW, g.stride_b = 0, g.stride_c = int64_t(p.K) * HW;
+  g.batch = p.N;
+  return g;
+}
+
+GemmDesc pointwise_backward_data_gemm(const Conv2dParams& p, bool accumulate_dx) {
+  // dx[n]^T (HW, C) = dy[n]^T (HW, K) w (K, C); w as stored is column-major (C, K), hence trans_b
+  const int HW = p.H * p.W;
+  GemmDesc g;
+  g.trans_b = true;
+  g.m = HW, g.n = p.C, g.k = p.K;
+  g.lda = HW, g.ldb = p.C, g.ldc = HW;
+  g.stride_a = int64_t(p.K) * HW, g.stride_b = 0, g.stride_c = int64_t(p.C) * HW;
+  g.batch = p.N;
+  g.beta = accumulate_dx ? 1.f : 0.f;
+  return g;
+}
+
+GemmDesc pointwise_backward_filter_gemm(const Conv2dParams& p, bool accumulate_dw) {
+  // dw^T (C, K) = sum_n x[n] (C, HW) dy[n]^T (HW, K); x[n] as stored is column-major (HW, C), hence trans_a
+  const int HW = p.H * p.W;
+  GemmDesc g;
+  g.trans_a = true;
+  g.m = p.C, g.n = p.K, g.k = HW;
+  g.lda = HW, g.ldb = HW, g.ldc = p.C;
+  g.stride_a = int64_t(p.C) * HW, g.stride_b = int64_t(p.K) * HW, g.stride_c = 0;
+  g.batch = p.N;
+  g.beta = accumulate_dw ? 1.f : 0.f;
+  return g;
+}
+
 size_t conv2d_workspace_bytes_cpu(const Conv2dParams& p) {
   validate_conv2d(p);
+  if (conv2d_uses_pointwise_gemm(p)) return 0;
   const size_t PQ = size_t(p.out_h()) * p.out_w(), nb = size_t(forward_batch_images(p));
   const size_t col = size_t(p.C / p.groups) * p.R * p.S * PQ * nb;
   const size_t tmp = nb > 1 ? size_t(p.K) * PQ * nb : 0;  // GEMM output before it is scattered to (n, K, P, Q)
@@ -124,6 +169,15 @@ void col2im_add(const Conv2dParams& p, const float* col, float* dx_ng /*(Cg,H,W)
           }
         }
       }
+}
+
+// Runs a GemmDesc with OpenBLAS (see kernels/conv2d.h for the semantics).
+void run_gemm_cpu(const GemmDesc& g, const float* A, const float* B, float* C) {
+  for (int b = 0; b < g.batch; ++b) {
+    const float beta = (g.stride_c == 0 && b > 0) ? 1.f : g.beta;
+    cblas_sgemm(CblasColMajor, g.trans_a ? CblasTrans : CblasNoTrans, g.trans_b ? CblasTrans : CblasNoTrans, g.m, g.n,
+                g.k, 1.f, A + b * g.stride_a, g.lda, B + b * g.stride_b, g.ldb, beta, C + b * g.stride_c, g.ldc);
+  }
 }
 
 void forward_im2col(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, float* col) {
@@ -264,6 +318,15 @@ void conv2d_forward_cpu(const Conv2dParams& p, const T* x, const T* w, const T* 
   CTDET_CHECK(!p.has_bias || b != nullptr, "conv2d: has_bias is set but the bias pointer is null (",
               p.shape_string(), ")");
   if constexpr (std::is_same_v<T, float>) {
+    if (conv2d_uses_pointwise_gemm(p)) {
+      run_gemm_cpu(pointwise_forward_gemm(p), x, w, y);
+      if (p.has_bias) {
+        const int64_t HW = int64_t(p.H) * p.W;
+        for (int64_t nk = 0; nk < int64_t(p.N) * p.K; ++nk)
+          for (int64_t i = 0; i < HW; ++i) y[nk * HW + i] += b[nk % p.K];
+      }
+      return;
+    }
     CTDET_CHECK(workspace != nullptr, "conv2d: the float CPU path needs a workspace of ",
                 conv2d_workspace_bytes_cpu(p), " bytes (", p.shape_string(), ")");
     forward_im2col(p, x, w, b, y, static_cast<float*>(workspace));
@@ -278,7 +341,10 @@ void conv2d_backward_cpu(const Conv2dParams& p, const T* dy, const T* x, const T
                          T* dw, bool accumulate_dw, T* db, bool accumulate_db, void* workspace) {
   validate_conv2d(p);
   if constexpr (std::is_same_v<T, float>) {
-    if (dx || dw) {
+    if (conv2d_uses_pointwise_gemm(p)) {
+      if (dw) run_gemm_cpu(pointwise_backward_filter_gemm(p, accumulate_dw), x, dy, dw);
+      if (dx) run_gemm_cpu(pointwise_backward_data_gemm(p, accumulate_dx), dy, w, dx);
+    } else if (dx || dw) {
       CTDET_CHECK(workspace != nullptr, "conv2d backward: the float CPU path needs a workspace of ",
                   conv2d_workspace_bytes_cpu(p), " bytes (", p.shape_string(), ")");
       backward_im2col(p, dy, x, w, dx, accumulate_dx, dw, accumulate_dw, static_cast<float*>(workspace));

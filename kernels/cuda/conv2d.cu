@@ -13,6 +13,11 @@
 // backward-filter is done with it) and a crop kernel adds its interior into dx. This is exactly the
 // definition the CPU reference implements, so both agree for any padding.
 // Accumulate flags map to cuDNN's beta = 1 (and to the crop kernel's add in the padded case).
+//
+// Pointwise convolutions (conv2d_uses_pointwise_gemm: 1x1, stride 1, no padding, one group, maps of >= 256 cells)
+// skip cuDNN when ctx.pointwise_conv_gemm is set (the default): each pass is the GemmDesc of kernels/conv2d.h run by
+// cublasSgemmStridedBatched (or one cublasSgemm per image for the filter gradient's sum over images), with no
+// workspace. The CPU runs the same descriptions through OpenBLAS.
 #include <algorithm>
 #include <string>
 
@@ -214,6 +219,26 @@ void* algo_workspace(const CudaContext& ctx, const ConvSetup& s, size_t algo_ws,
   return algo_ws ? static_cast<char*>(ctx.workspace) + s.pad_bytes : nullptr;
 }
 
+bool pointwise(const CudaContext& ctx, const Conv2dParams& p) {
+  return ctx.pointwise_conv_gemm && conv2d_uses_pointwise_gemm(p);
+}
+
+// Runs a GemmDesc (kernels/conv2d.h) with cuBLAS on ctx's stream (the handle is bound to it; default math: no TF32).
+void run_gemm_cuda(CudaContext& ctx, const GemmDesc& g, const float* A, const float* B, float* C) {
+  const float one = 1.f;
+  const cublasOperation_t ta = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  if (g.stride_c != 0 || g.batch == 1) {
+    CTDET_CUBLAS_CHECK(cublasSgemmStridedBatched(ctx.cublas, ta, tb, g.m, g.n, g.k, &one, A, g.lda, g.stride_a, B,
+                                                 g.ldb, g.stride_b, &g.beta, C, g.ldc, g.stride_c, g.batch));
+    return;
+  }
+  for (int b = 0; b < g.batch; ++b) {  // a sum over the batch into one C: in order, beta then 1
+    const float beta = b == 0 ? g.beta : 1.f;
+    CTDET_CUBLAS_CHECK(cublasSgemm(ctx.cublas, ta, tb, g.m, g.n, g.k, &one, A + b * g.stride_a, g.lda,
+                                   B + b * g.stride_b, g.ldb, &beta, C, g.ldc));
+  }
+}
+
 float* pad_into_workspace(CudaContext& ctx, const Conv2dParams& p, const ConvSetup& s, const float* x) {
   float* xp = static_cast<float*>(ctx.workspace);
   const int64_t total = int64_t(p.N) * p.C * s.Hp * s.Wp;
@@ -227,6 +252,7 @@ float* pad_into_workspace(CudaContext& ctx, const Conv2dParams& p, const ConvSet
 
 size_t conv2d_workspace_bytes_cuda(CudaContext& ctx, const Conv2dParams& p) {
   validate_conv2d(p);
+  if (pointwise(ctx, p)) return 0;
   ConvSetup s(p);
   size_t ws = choose_algo(ctx, p, s, Pass::kFwd).ws;
   ws = std::max(ws, choose_algo(ctx, p, s, Pass::kBwdData).ws);
@@ -239,13 +265,17 @@ void conv2d_forward_cuda(CudaContext& ctx, const Conv2dParams& p, const float* x
   validate_conv2d(p);
   CTDET_CHECK(!p.has_bias || b != nullptr, "conv2d: has_bias is set but the bias pointer is null (",
               p.shape_string(), ")");
-  ConvSetup s(p);
-  AlgoChoice a = choose_algo(ctx, p, s, Pass::kFwd);
-  void* ws = algo_workspace(ctx, s, a.ws, p, "forward");
-  const float* xin = s.padded ? pad_into_workspace(ctx, p, s, x) : x;
-  const float one = 1.f, zero = 0.f;
-  CTDET_CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn, &one, s.x.d, xin, s.w.d, w, s.conv.d,
-                                            cudnnConvolutionFwdAlgo_t(a.algo), ws, a.ws, &zero, s.y.d, y));
+  if (pointwise(ctx, p)) {
+    run_gemm_cuda(ctx, pointwise_forward_gemm(p), x, w, y);
+  } else {
+    ConvSetup s(p);
+    AlgoChoice a = choose_algo(ctx, p, s, Pass::kFwd);
+    void* ws = algo_workspace(ctx, s, a.ws, p, "forward");
+    const float* xin = s.padded ? pad_into_workspace(ctx, p, s, x) : x;
+    const float one = 1.f, zero = 0.f;
+    CTDET_CUDNN_CHECK(cudnnConvolutionForward(ctx.cudnn, &one, s.x.d, xin, s.w.d, w, s.conv.d,
+                                              cudnnConvolutionFwdAlgo_t(a.algo), ws, a.ws, &zero, s.y.d, y));
+  }
   if (p.has_bias) {
     const int64_t total = p.y_numel(), PQ = int64_t(p.out_h()) * p.out_w();
     conv_bias_add_kernel<<<cuda::grid_for(total), cuda::kBlock, 0, ctx.stream>>>(total, PQ, p.K, b, y);
@@ -257,6 +287,17 @@ void conv2d_backward_cuda(CudaContext& ctx, const Conv2dParams& p, const float* 
                           float* dx, bool accumulate_dx, float* dw, bool accumulate_dw, float* db,
                           bool accumulate_db) {
   validate_conv2d(p);
+  if (db && p.has_bias) {
+    conv_bias_grad_kernel<<<p.K, kReduceThreads, 0, ctx.stream>>>(p.N, p.K, int64_t(p.out_h()) * p.out_w(), dy, db,
+                                                                   accumulate_db);
+    CTDET_CUDA_LAUNCH_CHECK("conv_bias_grad_kernel");
+  }
+  if (pointwise(ctx, p)) {
+    if (dw) run_gemm_cuda(ctx, pointwise_backward_filter_gemm(p, accumulate_dw), x, dy, dw);
+    if (dx) run_gemm_cuda(ctx, pointwise_backward_data_gemm(p, accumulate_dx), dy, w, dx);
+    return;
+  }
+  if (!dw && !dx) return;
   ConvSetup s(p);
   const float one = 1.f;
   // Backward-filter first: in the padded case it reads the padded input that backward-data overwrites.
@@ -283,11 +324,6 @@ void conv2d_backward_cuda(CudaContext& ctx, const Conv2dParams& p, const float* 
           total, p.H, p.W, s.Hp, s.Wp, p.pad_top, p.pad_left, out, dx, accumulate_dx);
       CTDET_CUDA_LAUNCH_CHECK("conv_crop_add_kernel");
     }
-  }
-  if (db && p.has_bias) {
-    conv_bias_grad_kernel<<<p.K, kReduceThreads, 0, ctx.stream>>>(p.N, p.K, int64_t(p.out_h()) * p.out_w(), dy, db,
-                                                                   accumulate_db);
-    CTDET_CUDA_LAUNCH_CHECK("conv_bias_grad_kernel");
   }
 }
 
