@@ -150,21 +150,29 @@ void bench_conv(Env& env, const std::string& shape, const Conv2dParams& p) {
 #if CTDET_WITH_CUDA
   CudaContext& ctx = *env.ctx;
   DevBuf<float> dx_(x), dw_(w), ddy(dy), y(p.y_numel()), gx(p.x_numel()), gw(p.w_numel());
-  DevBuf<char> ws(conv2d_workspace_bytes_cuda(ctx, p));  // picks and caches the three algorithms
-  ctx.workspace = ws.p;
-  ctx.workspace_bytes = ws.n;
-  if (f)
-    env.report("conv2d_fwd", shape, env.time([&] { conv2d_forward_cuda(ctx, p, dx_.p, dw_.p, nullptr, y.p); }),
-               Work::Flops, flops);
-  if (bd)
-    env.report("conv2d_bwd_data", shape, env.time([&] {
-      conv2d_backward_cuda(ctx, p, ddy.p, dx_.p, dw_.p, gx.p, false, nullptr, false, nullptr, false);
-    }), Work::Flops, flops);
-  if (bf)
-    env.report("conv2d_bwd_filter", shape, env.time([&] {
-      conv2d_backward_cuda(ctx, p, ddy.p, dx_.p, dw_.p, nullptr, false, gw.p, false, nullptr, false);
-    }), Work::Flops, flops);
-  ctx.workspace = nullptr;
+  // Pointwise convolutions run as cuBLAS GEMMs by default (kernels/conv2d.h); they are also timed through cuDNN
+  // (rows marked "[cudnn]") so the two paths stand side by side.
+  const bool pw = conv2d_uses_pointwise_gemm(p);
+  for (bool gemm : pw ? std::vector<bool>{true, false} : std::vector<bool>{true}) {
+    ctx.pointwise_conv_gemm = gemm;
+    const std::string label = gemm ? shape : shape + " [cudnn]";
+    DevBuf<char> ws(conv2d_workspace_bytes_cuda(ctx, p));  // picks and caches the three algorithms
+    ctx.workspace = ws.p;
+    ctx.workspace_bytes = ws.n;
+    if (f)
+      env.report("conv2d_fwd", label, env.time([&] { conv2d_forward_cuda(ctx, p, dx_.p, dw_.p, nullptr, y.p); }),
+                 Work::Flops, flops);
+    if (bd)
+      env.report("conv2d_bwd_data", label, env.time([&] {
+        conv2d_backward_cuda(ctx, p, ddy.p, dx_.p, dw_.p, gx.p, false, nullptr, false, nullptr, false);
+      }), Work::Flops, flops);
+    if (bf)
+      env.report("conv2d_bwd_filter", label, env.time([&] {
+        conv2d_backward_cuda(ctx, p, ddy.p, dx_.p, dw_.p, nullptr, false, gw.p, false, nullptr, false);
+      }), Work::Flops, flops);
+    ctx.workspace = nullptr;
+  }
+  ctx.pointwise_conv_gemm = true;
   ctx.workspace_bytes = 0;
 #endif
 }
