@@ -2,6 +2,7 @@
 // (tests/fixtures/make_elem_fixtures.py), hand computations, and central differences in double,
 // including the accumulate path of every gradient.
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <string>
@@ -320,28 +321,49 @@ TEST(Pool, MaxTiesGoToFirstMaximum) {
   EXPECT_EQ(dx, (Vec{0.0, 5.0, 0.0, 0.0}));
 }
 
-// The CPU's 2x2/2 max-pool fast path (the ROI crop pool) against the generic per-window function, with ties and
-// an odd-sized map (the last row/column is not covered), bit for bit.
-TEST(Pool, TwoByTwoFastPathEqualsGenericWindows) {
-  Pool2dParams p;
-  p.kind = PoolKind::Max;
-  p.N = 3;
-  p.C = 5;
-  p.H = 15;
-  p.W = 14;
-  p.kh = p.kw = p.sh = p.sw = 2;
-  const PoolGeom g = pool2d_geometry(p);
-  std::vector<float> x = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.H * g.W), 77);
-  for (size_t i = 0; i + 1 < x.size(); i += 7) x[i + 1] = x[i];  // ties
-  std::vector<float> y(size_t(g.N * g.C * g.P * g.Q));
-  pool2d_forward_cpu<float>(p, x.data(), y.data());
-  int64_t diff = 0;
-  for (int64_t nc = 0; nc < g.N * g.C; ++nc)
-    for (int64_t i = 0; i < g.P; ++i)
-      for (int64_t j = 0; j < g.Q; ++j)
-        diff += y[size_t((nc * g.P + i) * g.Q + j)] != pool2d_forward_at(g, x.data() + nc * g.H * g.W, i, j);
-  std::printf("[err] 2x2/2 max pool fast path vs generic windows: %lld of %zu outputs differ\n", (long long)diff, y.size());
+// The CPU forward (window bounds and divisors hoisted per geometry) against the per-output definition
+// pool2d_forward_at, bit for bit: max and average (with and without padded cells), kernels 1-3, strides 1-2, explicit
+// and TF SAME padding, odd and even sizes down to 1x1, with ties and signed zeros in the data.
+TEST(Pool, ForwardEqualsPerOutputDefinition) {
+  int64_t diff = 0, total = 0, cases = 0;
+  for (PoolKind kind : {PoolKind::Max, PoolKind::Avg})
+    for (int k = 1; k <= 3; ++k)
+      for (int s = 1; s <= 2; ++s)
+        for (int pad = -1; pad < k && pad <= 1; ++pad)  // -1: TF SAME
+          for (int H : {1, 2, 5, 8})
+            for (int W : {1, 3, 6, 7}) {
+              Pool2dParams p;
+              p.kind = kind;
+              p.N = 2;
+              p.C = 3;
+              p.H = H;
+              p.W = W;
+              p.kh = p.kw = k;
+              p.sh = p.sw = s;
+              p.padding = pad < 0 ? PoolPadding::TfSame : PoolPadding::Explicit;
+              p.pad_h = p.pad_w = pad < 0 ? 0 : pad;
+              p.count_include_pad = (H + W) % 2 == 0;
+              if (p.padding == PoolPadding::Explicit && (H + 2 * pad < k || W + 2 * pad < k)) continue;
+              const PoolGeom g = pool2d_geometry(p);
+              std::vector<float> x = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.H * g.W), 77 + H * W);
+              for (size_t i = 0; i + 1 < x.size(); i += 5) x[i + 1] = x[i];  // ties
+              for (size_t i = 2; i < x.size(); i += 11) x[i] = (i % 2) ? 0.f : -0.f;  // signed zeros
+              std::vector<float> y(size_t(g.N * g.C * g.P * g.Q));
+              pool2d_forward_cpu<float>(p, x.data(), y.data());
+              for (int64_t nc = 0; nc < g.N * g.C; ++nc)
+                for (int64_t i = 0; i < g.P; ++i)
+                  for (int64_t j = 0; j < g.Q; ++j) {
+                    const float want = pool2d_forward_at(g, x.data() + nc * g.H * g.W, i, j);
+                    const float got = y[size_t((nc * g.P + i) * g.Q + j)];
+                    diff += std::memcmp(&want, &got, sizeof(float)) != 0;
+                    ++total;
+                  }
+              ++cases;
+            }
+  std::printf("[err] pool forward vs per-output definition: %lld of %lld outputs differ (bits), %lld geometries\n",
+              (long long)diff, (long long)total, (long long)cases);
   EXPECT_EQ(diff, 0);
+  EXPECT_GT(cases, 200);
 }
 
 // Max-pool backward by scatter (one argmax per window) against the per-cell definition pool2d_backward_at, bit for

@@ -2,6 +2,7 @@
 #include "kernels/pool.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "kernels/elementwise_math.h"
 #include "nn/error.h"
@@ -68,35 +69,91 @@ PoolGeom pool2d_geometry(const Pool2dParams& p) {
   return g;
 }
 
-template <typename T>
-void pool2d_forward_cpu(const Pool2dParams& p, const T* x, T* y) {
-  const PoolGeom g = pool2d_geometry(p);
-  if (g.kind == 0 && g.kh == 2 && g.kw == 2 && g.sh == 2 && g.sw == 2 && g.pad_top == 0 && g.pad_left == 0 &&
-      2 * g.P <= g.H && 2 * g.Q <= g.W) {
-    // The ROI crop's 2x2/2 max pool (every window inside the map): the same comparisons in the same order as
-    // pool_max_window (first maximum wins), without its per-output bounds arithmetic.
-    for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
-      const T* xp = x + nc * g.H * g.W;
-      T* yp = y + nc * g.P * g.Q;
-      for (int64_t i = 0; i < g.P; ++i) {
-        const T* r0 = xp + (2 * i) * g.W;
-        const T* r1 = r0 + g.W;
-        for (int64_t j = 0; j < g.Q; ++j) {
-          T best = r0[2 * j];
-          if (r0[2 * j + 1] > best) best = r0[2 * j + 1];
-          if (r1[2 * j] > best) best = r1[2 * j];
-          if (r1[2 * j + 1] > best) best = r1[2 * j + 1];
-          yp[i * g.Q + j] = best;
-        }
-      }
-    }
-    return;
+namespace {
+
+// Per-geometry window bounds: every output's window depends only on its row (rows) and column (cols), and an
+// average pool's divisor only on both; computed once instead of once per output.
+struct PoolBounds {
+  std::vector<int64_t> rlo, rhi, clo, chi;
+};
+
+PoolBounds pool_bounds(const PoolGeom& g) {
+  PoolBounds b;
+  for (int64_t i = 0; i < g.P; ++i) {
+    const int64_t h0 = i * g.sh - g.pad_top;
+    b.rlo.push_back(pool_max64(h0, 0));
+    b.rhi.push_back(pool_min64(h0 + g.kh, g.H));
   }
+  for (int64_t j = 0; j < g.Q; ++j) {
+    const int64_t w0 = j * g.sw - g.pad_left;
+    b.clo.push_back(pool_max64(w0, 0));
+    b.chi.push_back(pool_min64(w0 + g.kw, g.W));
+  }
+  return b;
+}
+
+// One window in row-major order, as pool_max_window / pool2d_forward_at: the max starts from the first cell and takes
+// strictly greater ones (the first maximum wins; signed zeros keep their sign as there), the sum starts from 0 and
+// adds cell by cell. K > 0: a full K x K window, unrolled by the compiler.
+template <int K, bool kMax, typename T>
+inline T pool_window(const T* r0, int64_t W, int64_t rows, int64_t cols) {
+  const int64_t nr = K ? K : rows, ncol = K ? K : cols;
+  if constexpr (kMax) {
+    if (nr <= 0 || ncol <= 0) return T(0);  // an empty window (not reachable with validated geometry)
+    T best = r0[0];
+    for (int64_t h = 0; h < nr; ++h)
+      for (int64_t w = (h == 0 ? 1 : 0); w < ncol; ++w)
+        if (r0[h * W + w] > best) best = r0[h * W + w];
+    return best;
+  } else {
+    T sum = T(0);
+    for (int64_t h = 0; h < nr; ++h)
+      for (int64_t w = 0; w < ncol; ++w) sum += r0[h * W + w];
+    return sum;
+  }
+}
+
+template <int K, bool kMax, typename T>
+void pool_forward_planes(const PoolGeom& g, const PoolBounds& b, const std::vector<T>& div, const T* x, T* y) {
   for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
     const T* xp = x + nc * g.H * g.W;
     T* yp = y + nc * g.P * g.Q;
+    for (int64_t i = 0; i < g.P; ++i) {
+      const int64_t hs = b.rlo[size_t(i)], rows = b.rhi[size_t(i)] - hs;
+      for (int64_t j = 0; j < g.Q; ++j) {
+        const int64_t ws = b.clo[size_t(j)], cols = b.chi[size_t(j)] - ws;
+        const T* r0 = xp + hs * g.W + ws;
+        T v = (K && rows == K && cols == K) ? pool_window<K, kMax>(r0, g.W, rows, cols)
+                                            : pool_window<0, kMax>(r0, g.W, rows, cols);
+        if constexpr (!kMax) v = v / div[size_t(i * g.Q + j)];
+        yp[i * g.Q + j] = v;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void pool2d_forward_cpu(const Pool2dParams& p, const T* x, T* y) {
+  const PoolGeom g = pool2d_geometry(p);
+  // The same windows, comparisons and additions as the per-output definition pool2d_forward_at, bit for bit
+  // (tests/test_elem_ops.cpp checks that over hundreds of geometries), with the bounds hoisted and the interior
+  // windows of the common 2x2 and 3x3 pools unrolled.
+  const PoolBounds b = pool_bounds(g);
+  std::vector<T> div;
+  if (g.kind == 1)
     for (int64_t i = 0; i < g.P; ++i)
-      for (int64_t j = 0; j < g.Q; ++j) yp[i * g.Q + j] = pool2d_forward_at(g, xp, i, j);
+      for (int64_t j = 0; j < g.Q; ++j) div.push_back(T(pool_avg_divisor(g, i, j)));
+  const int k = g.kh == g.kw && (g.kh == 2 || g.kh == 3) ? g.kh : 0;
+  if (g.kind == 0) {
+    if (k == 2) pool_forward_planes<2, true>(g, b, div, x, y);
+    else if (k == 3) pool_forward_planes<3, true>(g, b, div, x, y);
+    else pool_forward_planes<0, true>(g, b, div, x, y);
+  } else {
+    if (k == 2) pool_forward_planes<2, false>(g, b, div, x, y);
+    else if (k == 3) pool_forward_planes<3, false>(g, b, div, x, y);
+    else pool_forward_planes<0, false>(g, b, div, x, y);
   }
 }
 
