@@ -12,6 +12,9 @@
 // device's used memory from before the store/plan was allocated to after the runs (cudaMemGetInfo), a
 // high-water proxy that includes cuDNN/cuBLAS handles' own allocations.
 //   bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter SUBSTR] [--profile]
+//               [--conv-algos heuristic|timed]
+// --conv-algos timed: cuDNN convolution algorithms by measured time (CudaContext::conv_algo_timed) instead of the
+// heuristics' ranking (CUDA only; the first, untimed warm-up run pays for the timing).
 // --profile: after the timed runs, one more run per case with per-node timing (Executor::profile: CUDA events or
 // CPU wall clock); the top-20 nodes and the time per op kind go to stderr.
 #include <algorithm>
@@ -39,7 +42,7 @@ using namespace ctdet;
 namespace {
 
 struct Opt {
-  bool cuda = false, quick = false, profile = false;
+  bool cuda = false, quick = false, profile = false, timed_algos = false;
   int reps = 0, warmup = 2;
   std::string filter;
 };
@@ -90,8 +93,16 @@ int main(int argc, char** argv) {
     else if (a == "--quick") o.quick = true;
     else if (a == "--filter") o.filter = next();
     else if (a == "--profile") o.profile = true;
-    else {
-      std::fprintf(stderr, "usage: bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter S] [--profile]\n");
+    else if (a == "--conv-algos") {
+      const std::string v = next();
+      if (v != "heuristic" && v != "timed") {
+        std::fprintf(stderr, "bench_model: --conv-algos takes heuristic or timed, got '%s'\n", v.c_str());
+        return 2;
+      }
+      o.timed_algos = v == "timed";
+    } else {
+      std::fprintf(stderr, "usage: bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter S] [--profile] "
+                   "[--conv-algos heuristic|timed]\n");
       return 2;
     }
   }
@@ -104,6 +115,7 @@ int main(int argc, char** argv) {
 #if CTDET_WITH_CUDA
     std::unique_ptr<CudaContext> ctx;
     if (o.cuda) ctx = std::make_unique<CudaContext>(0);
+    if (ctx) ctx->conv_algo_timed = o.timed_algos;
     CudaContext* cx = ctx.get();
 #else
     CudaContext* cx = nullptr;

@@ -151,11 +151,15 @@ void bench_conv(Env& env, const std::string& shape, const Conv2dParams& p) {
   CudaContext& ctx = *env.ctx;
   DevBuf<float> dx_(x), dw_(w), ddy(dy), y(p.y_numel()), gx(p.x_numel()), gw(p.w_numel());
   // Pointwise convolutions run as cuBLAS GEMMs by default (kernels/conv2d.h); they are also timed through cuDNN
-  // (rows marked "[cudnn]") so the two paths stand side by side.
-  const bool pw = conv2d_uses_pointwise_gemm(p);
-  for (bool gemm : pw ? std::vector<bool>{true, false} : std::vector<bool>{true}) {
-    ctx.pointwise_conv_gemm = gemm;
-    const std::string label = gemm ? shape : shape + " [cudnn]";
+  // ("[cudnn]"). cuDNN convolutions are timed with the heuristics' algorithm (the default) and with the algorithm
+  // cudnnFind measured fastest ("[timed]", CudaContext::conv_algo_timed), so each choice stands beside the others.
+  struct Variant { const char* suffix; bool gemm, timed; };
+  std::vector<Variant> variants = {{"", true, false}, {" [timed]", true, true}};
+  if (conv2d_uses_pointwise_gemm(p)) variants = {{"", true, false}, {" [cudnn]", false, false}, {" [cudnn timed]", false, true}};
+  for (const Variant& v : variants) {
+    ctx.pointwise_conv_gemm = v.gemm;
+    ctx.conv_algo_timed = v.timed;
+    const std::string label = shape + v.suffix;
     DevBuf<char> ws(conv2d_workspace_bytes_cuda(ctx, p));  // picks and caches the three algorithms
     ctx.workspace = ws.p;
     ctx.workspace_bytes = ws.n;
@@ -173,6 +177,7 @@ void bench_conv(Env& env, const std::string& shape, const Conv2dParams& p) {
     ctx.workspace = nullptr;
   }
   ctx.pointwise_conv_gemm = true;
+  ctx.conv_algo_timed = false;
   ctx.workspace_bytes = 0;
 #endif
 }

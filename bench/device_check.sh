@@ -133,6 +133,13 @@ for b in "$BUILD"/bench_*; do
   ran_bench=1
 done
 [ $ran_bench = 1 ] || skipped+=("ctdet benchmarks: no bench_* executables built yet")
+# The whole detectors once more with cuDNN algorithms chosen by measured time (cudnnFind) instead of heuristics.
+if [ -x "$BUILD/bench_model" ]; then
+  say "[$(elapsed)] bench_model --conv-algos timed"
+  timeout ${BENCH_TIMEOUT:-120} "$BUILD/bench_model" --device cuda --conv-algos timed ${BENCH_ARGS:-} \
+    > "$OUT_DIR/bench_model_timed.csv" 2>"$OUT_DIR/bench_model_timed.err"
+  echo "- bench_model --conv-algos timed: rc $?, $(wc -l < "$OUT_DIR/bench_model_timed.csv") lines (file bench_model_timed.csv)" >> "$SUMMARY"
+fi
 if ls bench/peers/*.py >/dev/null 2>&1; then
   if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     for p in bench/peers/*.py; do
@@ -140,10 +147,12 @@ if ls bench/peers/*.py >/dev/null 2>&1; then
       timeout ${BENCH_TIMEOUT:-150} python3 "$p" --device cuda ${BENCH_ARGS:-} > "$OUT_DIR/peer_$(basename "$p" .py).csv" 2>>"$LOG"
       echo "- peer $(basename "$p"): rc $?" >> "$SUMMARY"
     done
-    if [ -s "$OUT_DIR/bench_model.csv" ] && [ -s "$OUT_DIR/peer_torch_frcnn.csv" ]; then
-      { echo; echo "## Whole detectors: ctdet vs PyTorch (bench/compare_models.py)"; echo
-        python3 bench/compare_models.py "$OUT_DIR/bench_model.csv" "$OUT_DIR/peer_torch_frcnn.csv" 2>&1; } >> "$SUMMARY"
-    fi
+    for m in bench_model bench_model_timed; do
+      if [ -s "$OUT_DIR/$m.csv" ] && [ -s "$OUT_DIR/peer_torch_frcnn.csv" ]; then
+        { echo; echo "## Whole detectors: ctdet ($m) vs PyTorch (bench/compare_models.py)"; echo
+          python3 bench/compare_models.py "$OUT_DIR/$m.csv" "$OUT_DIR/peer_torch_frcnn.csv" 2>&1; } >> "$SUMMARY"
+      fi
+    done
   else
     skipped+=("PyTorch peer: torch with CUDA not importable")
   fi

@@ -29,6 +29,9 @@ struct CudaContext {
   // Pointwise (1x1, stride 1) convolutions through cuBLAS GEMMs (kernels/conv2d.h) rather than cuDNN; bench_ops
   // switches it off to time both.
   bool pointwise_conv_gemm = true;
+  // cuDNN algorithms by measured time (cudnnFind*, once per shape) instead of the heuristics' ranking. Off by default
+  // until a GPU run shows it pays (bench_ops "[timed]" rows, bench_model --conv-algos timed).
+  bool conv_algo_timed = false;
   // Algorithm choices keyed by a shape string (cuDNN conv algorithms chosen once per shape).
   std::unordered_map<std::string, int64_t> algo_cache;
 

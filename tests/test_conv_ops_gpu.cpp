@@ -71,7 +71,7 @@ std::vector<float> plus(const std::vector<float>& a, const std::vector<float>& b
 }
 
 void check_conv(const std::string& name, const Conv2dParams& p, double tol = 1e-4, bool deterministic = true,
-                bool pointwise_gemm = true) {
+                bool pointwise_gemm = true, bool timed_algos = false) {
   validate_conv2d(p);
   auto x = random_vec<float>(p.x_numel(), 1), w = random_vec<float>(p.w_numel(), 2, -0.2, 0.2);
   auto b = random_vec<float>(p.K, 3), dy = random_vec<float>(p.y_numel(), 4);
@@ -85,6 +85,7 @@ void check_conv(const std::string& name, const Conv2dParams& p, double tol = 1e-
   CudaContext ctx(0);
   ctx.deterministic = deterministic;  // the graph executor's default is false: both algorithm sets are checked
   ctx.pointwise_conv_gemm = pointwise_gemm;  // 1x1 stride-1 convs: cuBLAS GEMMs (default) or cuDNN
+  ctx.conv_algo_timed = timed_algos;         // cuDNN algorithms by cudnnFind timing instead of heuristics
   const size_t ws_bytes = conv2d_workspace_bytes_cuda(ctx, p);
   std::printf("[info] %s shape %s workspace %zu bytes, padded=%d\n", name.c_str(), p.shape_string().c_str(),
               ws_bytes, p.symmetric_padding() ? 0 : 1);
@@ -222,6 +223,20 @@ TEST(Conv2dGpu, Pointwise1x1GemmAndCudnn) {
     check_conv(std::string(c.name) + " gemm", c.p, 1e-4, false, true);
     check_conv(std::string(c.name) + " cudnn", c.p, 1e-4, false, false);
   }
+#endif
+}
+
+// cuDNN algorithms chosen by measured time (CudaContext::conv_algo_timed): whatever cudnnFind ranks fastest
+// (Winograd, FFT, implicit GEMM) must still match the CPU within the same bound.
+TEST(Conv2dGpu, TimedAlgorithmChoiceMatchesCpu) {
+  CTDET_REQUIRE_GPU();
+#if CTDET_WITH_CUDA
+  check_conv("timed resnet 3x3 256->256 @38", conv(1, 256, 38, 38, 256, 3, 3, 1, 1), 1e-4, false, true, true);
+  check_conv("timed rpn 3x3 1024->512 bias @38", conv(1, 1024, 38, 38, 512, 3, 3, 1, 1, 1, true), 1e-4, false, true,
+             true);
+  check_conv("timed resnet 3x3/2 SAME 128 @38", with_same(conv(1, 128, 38, 38, 128, 3, 3, 2, 0)), 1e-4, false, true,
+             true);
+  check_conv("timed 1x1 via cudnn 1024->256 @38", conv(1, 1024, 38, 38, 256, 1, 1, 1, 0), 1e-4, false, false, true);
 #endif
 }
 

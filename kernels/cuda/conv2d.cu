@@ -3,8 +3,10 @@
 //
 // Algorithms: cudnnGet*Algorithm_v7 heuristics, taking the first (fastest expected) result that
 // succeeded, is deterministic when ctx.deterministic is set, does not use tensor-op math (fp32
-// throughout, no TF32) and whose workspace fits ctx.workspace_cap. Choices are cached in
-// ctx.algo_cache under "<pass>|<shape>|det<d>|cap<bytes>" as (workspace_bytes << 8) | algo.
+// throughout, no TF32) and whose workspace fits ctx.workspace_cap. With ctx.conv_algo_timed, cudnnFind*Algorithm
+// instead runs every algorithm once on scratch memory cuDNN allocates and ranks them by measured time (the same
+// filters apply). Choices are cached in ctx.algo_cache under "<pass>|<shape>|det<d>|cap<bytes>[|timed]" as
+// (workspace_bytes << 8) | algo, so each shape pays for the timing once.
 //
 // Asymmetric padding (TF SAME with an odd total): cuDNN takes one pad per axis, so when
 // pad_top != pad_bottom or pad_left != pad_right the input is copied, zero-padded explicitly, into the
@@ -166,7 +168,7 @@ bool pick(const Perf* perf, int n, const CudaContext& ctx, WsOf ws_of, AlgoChoic
 
 AlgoChoice choose_algo(CudaContext& ctx, const Conv2dParams& p, const ConvSetup& s, Pass pass) {
   const std::string key = str(pass_name(pass), "|", p.shape_string(), "|det", ctx.deterministic ? 1 : 0, "|cap",
-                              ctx.workspace_cap);
+                              ctx.workspace_cap, ctx.conv_algo_timed ? "|timed" : "");
   auto it = ctx.algo_cache.find(key);
   if (it != ctx.algo_cache.end()) {
     AlgoChoice c;
@@ -179,24 +181,36 @@ AlgoChoice choose_algo(CudaContext& ctx, const Conv2dParams& p, const ConvSetup&
   int n = 0;
   if (pass == Pass::kFwd) {
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    CTDET_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx.cudnn, s.x.d, s.w.d, s.conv.d, s.y.d,
+    if (ctx.conv_algo_timed)
+      CTDET_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(ctx.cudnn, s.x.d, s.w.d, s.conv.d, s.y.d,
                                                              CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
+    else
+      CTDET_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx.cudnn, s.x.d, s.w.d, s.conv.d, s.y.d,
+                                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, perf));
     found = pick(perf, n, ctx, [&](cudnnConvolutionFwdAlgo_t a, size_t* b) {
       return cudnnGetConvolutionForwardWorkspaceSize(ctx.cudnn, s.x.d, s.w.d, s.conv.d, s.y.d, a, b) ==
              CUDNN_STATUS_SUCCESS;
     }, &c);
   } else if (pass == Pass::kBwdData) {
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    CTDET_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(ctx.cudnn, s.w.d, s.y.d, s.conv.d, s.x.d,
+    if (ctx.conv_algo_timed)
+      CTDET_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(ctx.cudnn, s.w.d, s.y.d, s.conv.d, s.x.d,
                                                                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf));
+    else
+      CTDET_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(ctx.cudnn, s.w.d, s.y.d, s.conv.d, s.x.d,
+                                                                    CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, perf));
     found = pick(perf, n, ctx, [&](cudnnConvolutionBwdDataAlgo_t a, size_t* b) {
       return cudnnGetConvolutionBackwardDataWorkspaceSize(ctx.cudnn, s.w.d, s.y.d, s.conv.d, s.x.d, a, b) ==
              CUDNN_STATUS_SUCCESS;
     }, &c);
   } else {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    CTDET_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-        ctx.cudnn, s.x.d, s.y.d, s.conv.d, s.w.d, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf));
+    if (ctx.conv_algo_timed)
+      CTDET_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(
+          ctx.cudnn, s.x.d, s.y.d, s.conv.d, s.w.d, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf));
+    else
+      CTDET_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+          ctx.cudnn, s.x.d, s.y.d, s.conv.d, s.w.d, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, perf));
     found = pick(perf, n, ctx, [&](cudnnConvolutionBwdFilterAlgo_t a, size_t* b) {
       return cudnnGetConvolutionBackwardFilterWorkspaceSize(ctx.cudnn, s.x.d, s.y.d, s.conv.d, s.w.d, a, b) ==
              CUDNN_STATUS_SUCCESS;
