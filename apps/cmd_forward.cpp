@@ -20,6 +20,7 @@ static void forward_usage() {
       "                     [--weights w.safetensors] [--until TAP] [--output out.npy] [--device cpu|cuda]\n"
       "                     [--base-width 64] [--units 3,4,23,3]           (ResNet)\n"
       "                     [--depth-multiplier 1.0] [--min-depth 16]      (Inception-v2)\n"
+      "                     [--repeat N]   (time N runs after a warm-up: median and min)\n"
       "       ctdet forward --model NAME --list-taps\n"
       "Runs the backbone's first stage (or only the nodes up to --until TAP) on an (N,3,H,W) float32 input\n"
       "(H, W >= 33, already preprocessed). Without --weights the parameters come from the deterministic formula\n"
@@ -34,7 +35,7 @@ static int cmd_forward(const std::vector<std::string>& argv) {
     }
   Args a("forward", argv,
          {"model", "input", "weights", "until", "output", "device", "base-width", "units", "depth-multiplier",
-          "min-depth"},
+          "min-depth", "repeat"},
          {"list-taps"});
   CTDET_CHECK(a.positional().empty(), "forward: unexpected argument '", a.positional().empty() ? "" : a.positional()[0],
               "'");
@@ -60,6 +61,8 @@ static int cmd_forward(const std::vector<std::string>& argv) {
   CTDET_CHECK(s.depth_multiplier > 0, "forward: --depth-multiplier must be positive, got ", s.depth_multiplier);
   s.min_depth = a.get_int("min-depth", 16);
   s.until = a.get("until", "");
+  s.repeat = a.get_int("repeat", 1);
+  CTDET_CHECK(s.repeat >= 1 && s.repeat <= 1000, "forward: --repeat must be between 1 and 1000, got ", s.repeat);
   if (a.flag("list-taps")) {
     for (const auto& t : forward_taps(s)) std::printf("%s\n", t.c_str());
     return 0;
@@ -99,7 +102,13 @@ static int cmd_forward(const std::vector<std::string>& argv) {
   std::printf("tap %s: shape %s, min %.6g, max %.6g, mean %.6g%s\n", r.tap.c_str(), shape.c_str(), lo, hi,
               finite ? sum / double(finite) : 0.0,
               nonfinite ? str(" (", nonfinite, " non-finite values left out)").c_str() : "");
-  std::printf("time %.3f ms (%d nodes run; the whole backbone, both stages, has %d)\n", r.ms, r.nodes_run, r.nodes_total);
+  if (r.timed_runs > 1)
+    std::printf("time median %.3f ms, min %.3f ms over %d runs after a warm-up (%d nodes run; the whole backbone, "
+                "both stages, has %d)\n",
+                r.ms, r.ms_min, r.timed_runs, r.nodes_run, r.nodes_total);
+  else
+    std::printf("time %.3f ms (%d nodes run; the whole backbone, both stages, has %d)\n", r.ms, r.nodes_run,
+                r.nodes_total);
   if (a.has("output")) {
     const std::string out = a.get("output");
     write_npy(out, make_npy_f32(r.shape, r.data.data()));

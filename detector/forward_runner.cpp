@@ -280,12 +280,20 @@ ForwardResult run_forward(const ForwardSpec& spec, const NpyArray& input, const 
   Executor ex(fg.graph, plan, ps, spec.device, nullptr);
 #endif
   ex.set(fg.image, input.bytes.data(), input.bytes.size());
-  const auto t0 = std::chrono::steady_clock::now();
-  ex.run();
+  CTDET_CHECK(spec.repeat >= 1, "forward: repeat must be at least 1, got ", spec.repeat);
+  std::vector<double> ms;
+  for (int k = spec.repeat > 1 ? -1 : 0; k < spec.repeat; ++k) {  // k = -1: the untimed warm-up
+    const auto t0 = std::chrono::steady_clock::now();
+    ex.run();
 #if CTDET_WITH_CUDA
-  if (ctx) ctx->synchronize();
+    if (ctx) ctx->synchronize();
 #endif
-  r.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (k >= 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  r.ms = ms[ms.size() / 2];
+  r.ms_min = ms.front();
+  r.timed_runs = int(ms.size());
   const Shape& os = fg.graph.value(fg.output).shape;
   for (int i = 0; i < os.rank(); ++i) r.shape.push_back(os[i]);
   r.data = ex.get<float>(fg.output);

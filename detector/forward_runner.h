@@ -44,6 +44,7 @@ struct ForwardSpec {
   int min_depth = 16;
   std::string until;                // a tap name; "" = the first stage's output
   Device device = Device::CPU;
+  int repeat = 1;                   // > 1: one untimed warm-up run, then `repeat` timed runs (median and min)
 };
 
 // Known models and the tap names of one (ResNet: stem, block1, block2, block3; Inception: slim's end points
@@ -72,7 +73,9 @@ struct ForwardResult {
   std::string tap;
   std::vector<int64_t> shape;
   std::vector<float> data;
-  double ms = 0;                // wall time of the node runs (after weights and input are in place)
+  double ms = 0;                // wall time of the node runs (after weights and input are in place); the median
+  double ms_min = 0;            // of spec.repeat runs, and their minimum
+  int timed_runs = 1;
   int nodes_run = 0, nodes_total = 0;
   bool synthetic_weights = false;
   int loaded_tensors = 0;       // from the weights file

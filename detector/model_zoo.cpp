@@ -1,5 +1,6 @@
 #include "detector/model_zoo.h"
 
+#include "detector/backbone/inception_v2.h"
 #include "detector/backbone/resnet.h"
 #include "detector/faster_rcnn.h"
 #include "kernels/crop_and_resize.h"
@@ -78,6 +79,20 @@ ModelGraph build_resnet101(const ModelSpec& s, bool c4) {
   return m;
 }
 
+// Inception-v2 (TF-slim BN-Inception, depth multiplier 1, frozen BN) first stage: Mixed_4e, 576 channels at stride
+// 16 ("inception_v2_backbone"); a sum of the features stands in for the loss when training.
+ModelGraph build_inception_backbone(const ModelSpec& s) {
+  ModelGraph m;
+  Graph& g = m.graph;
+  InceptionV2Backbone bb{InceptionV2Options{}};
+  m.input = g.input("image", {s.batch, 3, s.height, s.width});
+  m.output = g.add1("sum", "loss", {bb.first_stage(g, m.input)});
+  m.description = "Inception-v2 first stage (Mixed_4e, stride 16)";
+  if (s.train) backward(g, m.output);
+  else g.mark_output(m.output);
+  return m;
+}
+
 // The full detector with the study's config (3 lesion classes): training graph with the four losses and backward,
 // or the inference graph through post-processing.
 ModelGraph build_detector(const ModelSpec& s, BackboneKind kind) {
@@ -100,7 +115,8 @@ ModelGraph build_detector(const ModelSpec& s, BackboneKind kind) {
 }  // namespace
 
 std::vector<std::string> known_models() {
-  return {"faster_rcnn_resnet101", "faster_rcnn_inception_v2", "mlp", "resnet101_backbone", "resnet101_c4"};
+  return {"faster_rcnn_resnet101", "faster_rcnn_inception_v2", "mlp", "resnet101_backbone", "resnet101_c4",
+          "inception_v2_backbone"};
 }
 
 ModelGraph build_model_graph(const ModelSpec& spec) {
@@ -111,6 +127,7 @@ ModelGraph build_model_graph(const ModelSpec& spec) {
   if (spec.name == "mlp") return build_mlp(spec);
   if (spec.name == "resnet101_backbone") return build_resnet101(spec, false);
   if (spec.name == "resnet101_c4") return build_resnet101(spec, true);
+  if (spec.name == "inception_v2_backbone") return build_inception_backbone(spec);
   std::string list;
   for (auto& k : known_models()) list += (list.empty() ? "" : ", ") + k;
   CTDET_FAIL("unknown model '", spec.name, "' (known: ", list, ")");

@@ -5,7 +5,7 @@ set -euo pipefail
 CTDET=${1:-build/ctdet}
 echo "| model | input | batch | mode | params | grads | momentum | arena (planned) | lower bound | no-reuse sum | total | within 8 GiB |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
-for m in resnet101_backbone resnet101_c4; do
+for m in resnet101_backbone resnet101_c4 inception_v2_backbone; do
   for size in 600x600 600x1024; do
     for b in 1 2; do
       for mode in inference train; do

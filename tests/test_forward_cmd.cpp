@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <cstring>
 #include <functional>
 #include <sstream>
 
@@ -147,6 +148,28 @@ TEST(ForwardRunner, FormulaWeightsMatchDirectGraphRun) {
   int params = 0;
   for (const Value& v : fg.graph.values()) params += v.kind == ValueKind::Param;
   EXPECT_EQ(params, 6);  // depthwise, pointwise, gamma, beta, mean, variance
+}
+
+// --repeat times several runs after a warm-up; the output is the same as one run's, bit for bit.
+TEST(ForwardRunner, RepeatTimesRunsWithoutChangingTheOutput) {
+  NpyArray in = input_npy({1, 3, 40, 37});
+  ForwardSpec s = tiny_inception();
+  const ForwardResult once = run_forward(s, in, "input.npy", "");
+  s.repeat = 3;
+  const ForwardResult rep = run_forward(s, in, "input.npy", "");
+  EXPECT_EQ(once.timed_runs, 1);
+  EXPECT_EQ(rep.timed_runs, 3);
+  EXPECT_GT(rep.ms_min, 0.0);
+  EXPECT_LE(rep.ms_min, rep.ms);
+  ASSERT_EQ(rep.data.size(), once.data.size());
+  EXPECT_EQ(std::memcmp(rep.data.data(), once.data.data(), once.data.size() * sizeof(float)), 0);
+  s.repeat = 0;
+  try {
+    run_forward(s, in, "input.npy", "");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("repeat must be at least 1"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ForwardRunner, WeightsFromSafetensors) {
