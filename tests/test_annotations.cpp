@@ -26,16 +26,7 @@ using namespace ctdet;
 namespace tu = ctdet::testing;
 
 namespace {
-std::string expect_error(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    std::printf("[expected error] %s\n", e.what());
-    return e.what();
-  }
-  ADD_FAILURE() << "no ctdet::Error thrown";
-  return "";
-}
+using ctdet::testing::expect_error;
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 const char* kHeader =
@@ -85,12 +76,7 @@ std::string medseg_dir() {
       GTEST_SKIP() << "MedSeg data not found at " << medseg_dir() << " (set CTDET_MEDSEG_DIR)";           \
   } while (0)
 
-std::string tmp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("ctdet_ann_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+std::string tmp_dir(const std::string& name) { return ctdet::testing::tmp_dir("ann", name); }
 }  // namespace
 
 // ---- VIA CSV ---------------------------------------------------------------------------------------

@@ -17,23 +17,9 @@ using namespace ctdet;
 namespace tu = ctdet::testing;
 
 namespace {
-std::string tmp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("ctdet_ckpt_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+std::string tmp_dir(const std::string& name) { return ctdet::testing::tmp_dir("ckpt", name); }
 
-std::string expect_error(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    std::printf("[expected error] %s\n", e.what());
-    return e.what();
-  }
-  ADD_FAILURE() << "no ctdet::Error thrown";
-  return "";
-}
+using ctdet::testing::expect_error;
 
 bool contains(const std::string& s, const std::string& p) { return s.find(p) != std::string::npos; }
 

@@ -18,7 +18,7 @@ namespace {
 
 namespace tu = ctdet::testing;
 
-FasterRcnnConfig small_config() {
+[[maybe_unused]] FasterRcnnConfig small_config() {  // unused in builds without CUDA
   FasterRcnnConfig c;
   c.resnet_base_width = 8;
   c.resnet_units = {1, 2, 2, 1};

@@ -16,7 +16,7 @@ using namespace ctdet;
 namespace tu = ctdet::testing;
 
 namespace {
-Graph make_mlp(int M, int width, int depth, ValueId* x, ValueId* loss) {
+[[maybe_unused]] Graph make_mlp(int M, int width, int depth, ValueId* x, ValueId* loss) {  // unused without CUDA
   Graph g;
   *x = g.input("x", {M, width});
   ValueId h = *x;

@@ -20,23 +20,9 @@ namespace fs = std::filesystem;
 using namespace ctdet;
 
 namespace {
-std::string tmp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("ctdet_tb_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+std::string tmp_dir(const std::string& name) { return ctdet::testing::tmp_dir("tb", name); }
 
-std::string expect_error(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    std::printf("[expected error] %s\n", e.what());
-    return e.what();
-  }
-  ADD_FAILURE() << "no ctdet::Error thrown";
-  return "";
-}
+using ctdet::testing::expect_error;
 
 std::string f64_bytes(double v) {
   std::string s(8, '\0');

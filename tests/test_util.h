@@ -2,15 +2,20 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "nn/device.h"
+#include "nn/error.h"
 
 // Skips the current test with a clear reason when no CUDA device can be used.
 #define CTDET_REQUIRE_GPU()                                                       \
@@ -56,6 +61,28 @@ std::vector<T> random_vec(size_t n, uint64_t seed, double lo = -1.0, double hi =
   std::vector<T> v(n);
   for (auto& x : v) x = T(u(rng));
   return v;
+}
+
+// A fresh, empty directory <system temp>/ctdet_<prefix>_<name>_<pid> (removed first if a crashed run left it).
+inline std::string tmp_dir(const std::string& prefix, const std::string& name) {
+  namespace fs = std::filesystem;
+  const fs::path p = fs::temp_directory_path() / ("ctdet_" + prefix + "_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+// Runs fn, which must throw ctdet::Error: prints the message (so the log shows what users would read) and returns
+// it; records a test failure and returns "" when nothing is thrown.
+inline std::string expect_error(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    std::printf("[expected error] %s\n", e.what());
+    return e.what();
+  }
+  ADD_FAILURE() << "no ctdet::Error thrown";
+  return "";
 }
 
 inline std::string source_dir() { return CTDET_SOURCE_DIR; }
