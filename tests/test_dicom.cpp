@@ -131,17 +131,8 @@ Spec ramp_spec(int w, int h, int base, int step) {
   return s;
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    std::printf("error: %s\n", e.what());
-    return e.what();
-  }
-  ADD_FAILURE() << "expected ctdet::Error";
-  return "";
-}
+// error_of(f): the message of the ctdet::Error f must throw (tests/test_util.h expect_error).
+inline std::string error_of(const std::function<void()>& f) { return ctdet::testing::expect_error(f); }
 
 }  // namespace
 
