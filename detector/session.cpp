@@ -120,6 +120,7 @@ StepLosses DetectorSession::train_step(const Batch& b, int32_t seed) {
   ex.set(e.d.gt_labels, labels);
   ex.set(e.d.gt_count, counts);
   ex.set(e.d.seed, std::vector<int32_t>{seed});
+  ex.profile = profile;
   ex.run();
   StepLosses l;
   l.rpn_cls = ex.get<float>(e.d.loss_rpn_cls)[0];
@@ -136,6 +137,7 @@ std::vector<std::vector<Detection>> DetectorSession::detect(const Batch& b, floa
   Entry& e = entry(false, b.n, b.height, b.width);
   Executor& ex = *e.ex;
   ex.set(e.d.image, b.data.data(), size_t(b.n) * 3 * b.height * b.width * sizeof(float));
+  ex.profile = profile;
   ex.run();
   const auto boxes = ex.get<float>(e.d.det_boxes);
   const auto scores = ex.get<float>(e.d.det_scores);

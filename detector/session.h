@@ -65,6 +65,8 @@ class DetectorSession {
   // Proposals per image of the last inference run (the ROIs the second stage processed), or the sampled ROIs per
   // image (cfg.box_batch_size, padded rows excluded only in the losses) for a training run.
   std::vector<int> last_roi_counts() const;
+  // While set, train_step/detect time every node (Executor::profile) of whichever graph they run.
+  bool profile = false;
   // The executor of the last graph used (profiling: set its `profile` flag, run, read profile_table()).
   Executor* last_executor() const { return last_ ? last_->ex.get() : nullptr; }
   const FasterRcnnConfig& config() const { return cfg_; }

@@ -220,6 +220,28 @@ TEST(Trainer, StopFlagMidRunSavesACheckpointAndResumeContinuesExactly) {
   EXPECT_NE(log.find("resume: step 2"), std::string::npos);
 }
 
+// train.profile_step: one step's per-node times land in RUN/profile.txt; timing changes no number.
+TEST(Trainer, ProfileStepWritesPerNodeTimesAndChangesNothing) {
+  const TrainResult& ref = reference_run();
+  TrainOptions o;
+  o.run_dir = run_dir("profile");
+  const TrainResult r = run_training(tiny_config(kSteps, {"train.profile_step=3"}), o);
+  ASSERT_EQ(r.history.size(), ref.history.size());
+  for (size_t i = 0; i < r.history.size(); ++i)
+    EXPECT_TRUE(same_losses(r.history[i].losses, ref.history[i].losses)) << "step " << r.history[i].step;
+  const std::string prof = read_file((fs::path(o.run_dir) / "profile.txt").string());
+  std::printf("[info] %s", prof.substr(0, prof.find('\n', prof.find("rank")) + 1).c_str());
+  EXPECT_NE(prof.find("per-node times of step 3"), std::string::npos) << prof;
+  EXPECT_NE(prof.find("conv2d_grad_w"), std::string::npos) << prof;
+  EXPECT_NE(prof.find("by op kind"), std::string::npos) << prof;
+  try {
+    tiny_config(kSteps, {"train.profile_step=1"});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train.profile_step must be 0 (off) or >= 2"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Trainer, ExplodingLearningRateStopsNamingTheTermAndKeepsALoadableCheckpoint) {
   TrainOptions o;
   o.run_dir = run_dir("nan");

@@ -76,6 +76,8 @@ void TrainConfig::validate() const {
   CTDET_CHECK(keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1, got ", keep_checkpoints);
   CTDET_CHECK(eval_every >= 0, "train.eval_every must be >= 0 (0 = only at the end), got ", eval_every);
   CTDET_CHECK(log_every >= 1, "train.log_every must be >= 1, got ", log_every);
+  CTDET_CHECK(profile_step == 0 || profile_step >= 2,
+              "train.profile_step must be 0 (off) or >= 2 (step 1 builds and plans the graph), got ", profile_step);
   CTDET_CHECK(device == "cpu" || device == "cuda" || device == "auto", "train.device: '", device,
               "' (known: cpu, cuda, auto)");
   CTDET_CHECK(flip_prob >= 0 && flip_prob <= 1, "train.flip_prob must be in [0, 1], got ", flip_prob);
@@ -320,6 +322,8 @@ std::vector<Key> build_keys() {
   k.push_back(field("train.eval_every", t, &T::eval_every,
                     "steps between evaluations on data.val; 0 = only at the end"));
   k.push_back(field("train.log_every", t, &T::log_every, "steps between log lines and TensorBoard scalars"));
+  k.push_back(field("train.profile_step", t, &T::profile_step,
+                    "time every node of this step (CPU wall clock or CUDA events) into RUN/profile.txt; 0 = off"));
   k.push_back(field("train.device", t, &T::device, "where to train; auto = cuda when a device is present",
                     "cpu|cuda|auto"));
   k.push_back(field("train.deterministic", t, &T::deterministic,

@@ -41,6 +41,7 @@ struct TrainConfig {
   int keep_checkpoints = 7;          // newest K kept (TF CheckpointManager max_to_keep)
   int64_t eval_every = 5000;         // steps between evaluations on data.val; 0 = only at the end
   int64_t log_every = 100;           // steps between console / TensorBoard lines
+  int64_t profile_step = 0;          // time every node of this step (>= 2) into RUN/profile.txt; 0 = off
   std::string device = "auto";       // "cpu", "cuda" or "auto" (cuda when available)
   bool deterministic = false;        // deterministic cuDNN algorithms and reductions
   bool flip = true;                  // random horizontal flip augmentation (spec §2)

@@ -720,6 +720,7 @@ TrainResult run_training(const RunConfig& cfg_in, const TrainOptions& opt) {
     const int64_t step = res.step + 1;
     const auto t0 = clock::now();
     ps.zero_grads();
+    session.profile = step == tc.profile_step;
     StepLosses sum;
     for (int m = 0; m < A; ++m) {
       Batch b;
@@ -730,6 +731,16 @@ TrainResult run_training(const RunConfig& cfg_in, const TrainOptions& opt) {
       sum.cls += l.cls;
       sum.box += l.box;
       sum.total += l.total;
+    }
+    if (session.profile) {
+      session.profile = false;
+      Executor* ex = session.last_executor();
+      const std::string path = (fs::path(run_dir) / "profile.txt").string();
+      write_file_atomic(path, str("ctdet train: per-node times of step ", step, " (", A, " micro-batch",
+                                  A > 1 ? "es" : "", "; the last graph run)\n", ex->profile_table(20)));
+      ex->node_ms.clear();
+      ex->profiled_runs = 0;
+      con.note(str("profile of step ", step, " written to '", path, "'"));
     }
     StepLosses L = sum;
     if (A > 1) {
