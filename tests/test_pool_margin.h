@@ -87,4 +87,22 @@ inline PoolMargin max_pool_margin(const std::function<ValueId(Graph&)>& build, c
   return m;
 }
 
+// Of the inputs input_of(seed) for seed in [first, last], the one whose max pools are farthest from a tie (largest
+// PoolMargin::gap), with its margin.
+struct SeedChoice {
+  int seed = 0;
+  PoolMargin margin;
+};
+inline SeedChoice most_tie_free_seed(const std::function<ValueId(Graph&)>& build,
+                                     const std::function<std::vector<double>(int seed)>& input_of, int first,
+                                     int last) {
+  SeedChoice best;
+  best.margin.gap = -1;
+  for (int seed = first; seed <= last; ++seed) {
+    const PoolMargin m = max_pool_margin(build, input_of(seed));
+    if (m.gap > best.margin.gap) best.margin = m, best.seed = seed;
+  }
+  return best;
+}
+
 }  // namespace ctdet::testing
