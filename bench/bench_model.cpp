@@ -182,15 +182,15 @@ int main(int argc, char** argv) {
         if (r >= o.warmup) ms.push_back(t);
       }
       if (o.profile) {
-        Executor* ex = s.last_executor();
-        ex->profile = true;
+        s.profile = true;  // the session sets its executor's flag on every call
         if (c.train) {
           ps.zero_grads();
           s.train_step(b, 999);
         } else {
           s.detect(b, 0.f);
         }
-        ex->profile = false;
+        s.profile = false;
+        const Executor* ex = s.last_executor();
         std::fprintf(stderr, "== %s batch %d %dx%d\n%s", tag.c_str(), c.n, c.h, c.w, ex->profile_table(20).c_str());
       }
       std::sort(ms.begin(), ms.end());

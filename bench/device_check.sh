@@ -128,10 +128,19 @@ ran_bench=0
 for b in "$BUILD"/bench_*; do
   [ -x "$b" ] || continue
   say "[$(elapsed)] $(basename "$b")"
-  timeout ${BENCH_TIMEOUT:-120} "$b" --device cuda ${BENCH_ARGS:-} > "$OUT_DIR/$(basename "$b").csv" 2>"$OUT_DIR/$(basename "$b").err"
+  extra=""
+  # bench_model: one more run per case with per-node CUDA-event timing (after the timed runs; tables on stderr).
+  [ "$(basename "$b")" = bench_model ] && extra="--profile"
+  timeout ${BENCH_TIMEOUT:-120} "$b" --device cuda ${BENCH_ARGS:-} $extra > "$OUT_DIR/$(basename "$b").csv" 2>"$OUT_DIR/$(basename "$b").err"
   echo "- $(basename "$b"): rc $?, $(wc -l < "$OUT_DIR/$(basename "$b").csv") lines (file $(basename "$b").csv)" >> "$SUMMARY"
   ran_bench=1
 done
+# Where the GPU time goes: the per-node tables of the batch-1 600x600 cases (all cases are in bench_model.err).
+if [ -s "$OUT_DIR/bench_model.err" ]; then
+  { echo; echo "## Per-node GPU time, batch 1, 600x600 (bench_model --profile; CUDA events)"; echo '```'
+    awk '/^== /{keep = ($0 ~ / batch 1 600x600$/)} keep' "$OUT_DIR/bench_model.err" | head -400
+    echo '```'; } >> "$SUMMARY"
+fi
 [ $ran_bench = 1 ] || skipped+=("ctdet benchmarks: no bench_* executables built yet")
 # The whole detectors once more with cuDNN algorithms chosen by measured time (cudnnFind) instead of heuristics.
 if [ -x "$BUILD/bench_model" ]; then

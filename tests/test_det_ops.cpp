@@ -388,19 +388,22 @@ TEST(Nms, MatchesTorchvisionWithTies) {
 TEST(Nms, MatchesBruteForceOnRandomSets) {
   std::mt19937 rng(7);
   size_t total_kept = 0;
-  for (int trial = 0; trial < 30; ++trial) {
-    const int64_t n = 1 + trial * 7;
+  // Trials 30-32 have the proposal stage's sizes: thousands of boxes, 300 kept at IoU 0.7 long before the end.
+  for (int trial = 0; trial < 33; ++trial) {
+    const bool big = trial >= 30;
+    const int64_t n = big ? 3000 + 1000 * (trial - 30) : 1 + trial * 7;
+    const float extent = big ? 600.f : 50.f;
     std::uniform_real_distribution<float> u(0, 1);
     std::vector<float> boxes(size_t(n) * 4), scores(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) {
-      const float x = 50 * u(rng), y = 50 * u(rng), w = 1 + 30 * u(rng), h = 1 + 30 * u(rng);
+      const float x = extent * u(rng), y = extent * u(rng), w = 1 + 30 * u(rng), h = 1 + 30 * u(rng);
       boxes[size_t(i) * 4 + 0] = x, boxes[size_t(i) * 4 + 1] = y;
       boxes[size_t(i) * 4 + 2] = x + w, boxes[size_t(i) * 4 + 3] = y + h;
       scores[size_t(i)] = std::floor(u(rng) * 5) / 5;  // ties
     }
     NmsParams p;
-    p.iou_threshold = 0.3f + 0.02f * float(trial % 10);
-    p.max_output = 1 + trial % 17;
+    p.iou_threshold = big ? 0.7f : 0.3f + 0.02f * float(trial % 10);
+    p.max_output = big ? 300 : 1 + trial % 17;
     // brute force: repeatedly take the best remaining box (highest score, lowest index), drop overlaps
     std::vector<uint8_t> alive(size_t(n), 1);
     std::vector<int32_t> expect;
@@ -427,7 +430,7 @@ TEST(Nms, MatchesBruteForceOnRandomSets) {
     for (size_t i = 0; i < expect.size(); ++i) EXPECT_EQ(keep[i], expect[i]) << "trial " << trial << " pos " << i;
     total_kept += expect.size();
   }
-  std::printf("[check] nms vs brute force: 30 random sets, %zu kept indices compared\n", total_kept);
+  std::printf("[check] nms vs brute force: 33 random sets, %zu kept indices compared\n", total_kept);
 }
 
 TEST(Nms, BadParams) {

@@ -37,7 +37,7 @@ struct Model {
   }
 };
 
-void fill(ParamStore& ps, uint64_t seed) {
+[[maybe_unused]] void fill(ParamStore& ps, uint64_t seed) {  // unused without CUDA
   uint64_t k = seed;
   for (const auto& n : ps.names()) {
     const Shape s = ps.shape(n);

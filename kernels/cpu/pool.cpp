@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/elementwise_math.h"
 #include "nn/error.h"
 
@@ -115,7 +116,9 @@ inline T pool_window(const T* r0, int64_t W, int64_t rows, int64_t cols) {
 
 template <int K, bool kMax, typename T>
 void pool_forward_planes(const PoolGeom& g, const PoolBounds& b, const std::vector<T>& div, const T* x, T* y) {
-  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+  // Planes are independent: split over threads (kernels/cpu/parallel.h), each computed as in the serial loop.
+  parallel_ranges(g.N * g.C, min_iterations_for(g.P * g.Q * g.kh * g.kw), [&](int64_t nc0, int64_t nc1) {
+  for (int64_t nc = nc0; nc < nc1; ++nc) {
     const T* xp = x + nc * g.H * g.W;
     T* yp = y + nc * g.P * g.Q;
     for (int64_t i = 0; i < g.P; ++i) {
@@ -130,6 +133,7 @@ void pool_forward_planes(const PoolGeom& g, const PoolBounds& b, const std::vect
       }
     }
   }
+  });
 }
 
 }  // namespace
@@ -165,8 +169,10 @@ void pool2d_backward_cpu(const Pool2dParams& p, const T* dy, const T* x, T* dx, 
     // Max pool by scatter: each window's first maximum (pool_max_window, as the forward) receives its dy, windows in
     // (p, q) order. That is the order in which pool2d_backward_at sums a cell's contributions from zero, so the
     // result is the same bit for bit, with one argmax per window instead of one per window per covered cell. With
-    // accumulation only for disjoint windows (one contribution per cell: dx + dy either way).
-    for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
+    // accumulation only for disjoint windows (one contribution per cell: dx + dy either way). Planes split over
+    // threads: each plane's scatter stays in its serial order.
+    parallel_ranges(g.N * g.C, min_iterations_for(g.H * g.W + g.P * g.Q * g.kh * g.kw), [&](int64_t nc0, int64_t nc1) {
+    for (int64_t nc = nc0; nc < nc1; ++nc) {
       const T* xp = x + nc * g.H * g.W;
       const T* dyp = dy + nc * g.P * g.Q;
       T* dxp = dx + nc * g.H * g.W;
@@ -178,15 +184,19 @@ void pool2d_backward_cpu(const Pool2dParams& p, const T* dy, const T* x, T* dx, 
           if (arg >= 0) dxp[arg] += dyp[i * g.Q + j];
         }
     }
+    });
     return;
   }
-  for (int64_t nc = 0; nc < g.N * g.C; ++nc) {
-    const T* xp = x ? x + nc * g.H * g.W : nullptr;
-    const T* dyp = dy + nc * g.P * g.Q;
-    T* dxp = dx + nc * g.H * g.W;
-    for (int64_t h = 0; h < g.H; ++h)
-      for (int64_t w = 0; w < g.W; ++w) store_grad(dxp + h * g.W + w, pool2d_backward_at(g, xp, dyp, h, w), accumulate_dx);
-  }
+  parallel_ranges(g.N * g.C, min_iterations_for(g.H * g.W * g.kh * g.kw), [&](int64_t nc0, int64_t nc1) {
+    for (int64_t nc = nc0; nc < nc1; ++nc) {
+      const T* xp = x ? x + nc * g.H * g.W : nullptr;
+      const T* dyp = dy + nc * g.P * g.Q;
+      T* dxp = dx + nc * g.H * g.W;
+      for (int64_t h = 0; h < g.H; ++h)
+        for (int64_t w = 0; w < g.W; ++w)
+          store_grad(dxp + h * g.W + w, pool2d_backward_at(g, xp, dyp, h, w), accumulate_dx);
+    }
+  });
 }
 
 void validate_global_avg_pool(const GapParams& p) {
