@@ -310,9 +310,16 @@ void bench_pool(Env& env, const std::string& shape, int64_t C, int64_t H, int k,
   DevBuf<float> dx_(x), ddy(dy), y(static_cast<size_t>(ny)), gx(static_cast<size_t>(nx));
   if (f)
     env.report("max_pool_fwd", shape, env.time([&] { pool2d_forward_cuda(ctx, p, dx_.p, y.p); }), Work::Bytes, fbytes);
-  if (b)
-    env.report("max_pool_bwd", shape, env.time([&] { pool2d_backward_cuda(ctx, p, ddy.p, dx_.p, gx.p, false); }),
-               Work::Bytes, bbytes);
+  if (b) {
+    // As the executor runs it: two passes with the planned argmax workspace; then the workspace-free per-cell
+    // recomputation (the path without workspace) for comparison.
+    DevBuf<char> ws(pool2d_backward_cuda_workspace_bytes(p));
+    env.report("max_pool_bwd", shape,
+               env.time([&] { pool2d_backward_cuda(ctx, p, ddy.p, dx_.p, gx.p, false, ws.p, ws.n); }), Work::Bytes,
+               bbytes);
+    env.report("max_pool_bwd", shape + " [recompute]",
+               env.time([&] { pool2d_backward_cuda(ctx, p, ddy.p, dx_.p, gx.p, false); }), Work::Bytes, bbytes);
+  }
 #endif
 }
 

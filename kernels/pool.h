@@ -12,6 +12,7 @@
 // Backward is written as a gather (each input cell sums over the windows that contain it), shared by
 // the CPU loop and the CUDA kernel through pool2d_backward_at(); it is deterministic on both.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/common/hd.h"
@@ -108,15 +109,26 @@ CTDET_HD T pool2d_forward_at(const PoolGeom& g, const T* x /*(H,W)*/, int64_t p,
   return s / T(pool_avg_divisor(g, p, q));
 }
 
+// The windows that contain input cell (h, w): rows p_lo..p_hi, columns q_lo..q_hi (empty when lo > hi).
+struct PoolCover {
+  int64_t p_lo, p_hi, q_lo, q_hi;
+};
+CTDET_HD PoolCover pool_covering_windows(const PoolGeom& g, int64_t h, int64_t w) {
+  // Windows p with p*sh - pad_top <= h < p*sh - pad_top + kh.
+  const int64_t hh = h + g.pad_top, ww = w + g.pad_left;
+  PoolCover c;
+  c.p_lo = hh - g.kh + 1 <= 0 ? 0 : (hh - g.kh + 1 + g.sh - 1) / g.sh;
+  c.p_hi = pool_min64(g.P - 1, hh / g.sh);
+  c.q_lo = ww - g.kw + 1 <= 0 ? 0 : (ww - g.kw + 1 + g.sw - 1) / g.sw;
+  c.q_hi = pool_min64(g.Q - 1, ww / g.sw);
+  return c;
+}
+
 // Gradient reaching input cell (h, w) from every window that contains it.
 template <typename T>
 CTDET_HD T pool2d_backward_at(const PoolGeom& g, const T* x /*(H,W)*/, const T* dy /*(P,Q)*/, int64_t h, int64_t w) {
-  // Windows p with p*sh - pad_top <= h < p*sh - pad_top + kh.
-  const int64_t hh = h + g.pad_top, ww = w + g.pad_left;
-  const int64_t p_lo = hh - g.kh + 1 <= 0 ? 0 : (hh - g.kh + 1 + g.sh - 1) / g.sh;
-  const int64_t p_hi = pool_min64(g.P - 1, hh / g.sh);
-  const int64_t q_lo = ww - g.kw + 1 <= 0 ? 0 : (ww - g.kw + 1 + g.sw - 1) / g.sw;
-  const int64_t q_hi = pool_min64(g.Q - 1, ww / g.sw);
+  const PoolCover cv = pool_covering_windows(g, h, w);
+  const int64_t p_lo = cv.p_lo, p_hi = cv.p_hi, q_lo = cv.q_lo, q_hi = cv.q_hi;
   const int64_t self = h * g.W + w;
   T s = T(0);
   for (int64_t p = p_lo; p <= p_hi; ++p)
@@ -131,6 +143,31 @@ CTDET_HD T pool2d_backward_at(const PoolGeom& g, const T* x /*(H,W)*/, const T* 
     }
   return s;
 }
+
+// Max pool backward in two passes (the CUDA path when it has workspace): first every window's argmax (h*W + w of its
+// first maximum, as pool_max_window; -1 for an empty window), then each input cell sums dy over the windows that
+// contain it and chose it, in the same (p, q) order as pool2d_backward_at: the same bits, with one argmax per
+// window instead of one per window per covered cell.
+template <typename T>
+CTDET_HD int32_t pool_max_argmax_at(const PoolGeom& g, const T* x /*(H,W)*/, int64_t p, int64_t q) {
+  int64_t arg;
+  pool_max_window(g, x, p, q, &arg);
+  return int32_t(arg);
+}
+template <typename T>
+CTDET_HD T pool_max_backward_from_argmax_at(const PoolGeom& g, const int32_t* arg /*(P,Q)*/, const T* dy /*(P,Q)*/,
+                                            int64_t h, int64_t w) {
+  const PoolCover cv = pool_covering_windows(g, h, w);
+  const int32_t self = int32_t(h * g.W + w);
+  T s = T(0);
+  for (int64_t p = cv.p_lo; p <= cv.p_hi; ++p)
+    for (int64_t q = cv.q_lo; q <= cv.q_hi; ++q)
+      if (arg[p * g.Q + q] == self) s += dy[p * g.Q + q];
+  return s;
+}
+// Bytes of the argmax buffer of the two-pass max-pool backward on CUDA (int32 per window, 256-aligned); 0 for an
+// average pool. Host arithmetic only: the planner asks it without a device.
+size_t pool2d_backward_cuda_workspace_bytes(const Pool2dParams& p);
 
 // ---- pool2d entry points ----------------------------------------------------------------------------
 template <typename T>
@@ -152,8 +189,10 @@ void global_avg_pool_backward_cpu(const GapParams& p, const T* dy /*(N,C)*/, T* 
 
 #if CTDET_WITH_CUDA
 void pool2d_forward_cuda(CudaContext& ctx, const Pool2dParams& p, const float* x, float* y);
+// Max pool: with workspace of at least pool2d_backward_cuda_workspace_bytes(p), the two-pass form above; without
+// (null / too small), each input cell recomputes the argmax of every window containing it. Same result either way.
 void pool2d_backward_cuda(CudaContext& ctx, const Pool2dParams& p, const float* dy, const float* x, float* dx,
-                          bool accumulate_dx);
+                          bool accumulate_dx, void* workspace = nullptr, size_t workspace_bytes = 0);
 void global_avg_pool_forward_cuda(CudaContext& ctx, const GapParams& p, const float* x, float* y);
 void global_avg_pool_backward_cuda(CudaContext& ctx, const GapParams& p, const float* dy, float* dx,
                                    bool accumulate_dx);

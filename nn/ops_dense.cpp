@@ -332,7 +332,7 @@ void pool_fwd_cuda(OpContext& c) {
 }
 void pool_grad_cuda(OpContext& c) {
   const Pool2dParams& p = std::any_cast<const Pool2dParams&>(c.node->attrs);
-  pool2d_backward_cuda(*c.cuda, p, fin(c, 0), fin(c, 1), fout(c), c.accumulate(0));
+  pool2d_backward_cuda(*c.cuda, p, fin(c, 0), fin(c, 1), fout(c), c.accumulate(0), c.workspace, c.workspace_bytes);
 }
 #endif
 
@@ -501,6 +501,10 @@ void register_dense_ops(OpRegistry& r) {
       expect_shape(g, n, 0, Shape{q.N, q.C, q.P, q.Q});
       expect_shape(g, n, 1, Shape{q.N, q.C, q.H, q.W});
       return {{shp(g, n.inputs[1]), g.value(n.inputs[0]).dtype}};
+    };
+    // CUDA: the argmax buffer of the two-pass backward (kernels/pool.h); the CPU scatters and needs none.
+    d.workspace = [](const Graph&, const Node& n, Device dev, size_t) -> size_t {
+      return dev == Device::CUDA ? pool2d_backward_cuda_workspace_bytes(std::any_cast<const Pool2dParams&>(n.attrs)) : 0;
     };
     d.cpu = pool_grad_cpu;
     d.cuda = CTDET_CUDA_FN(pool_grad_cuda);

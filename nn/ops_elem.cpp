@@ -522,6 +522,10 @@ void register_elem_ops(OpRegistry& r) {
       }
       return one(Shape{p.N, p.C, p.H, p.W}, dt(g, n.inputs[0]));
     };
+    // CUDA max pool: the argmax buffer of the two-pass backward (kernels/pool.h); the CPU scatters and needs none.
+    d.workspace = [](const Graph&, const Node& n, Device dev, size_t) -> size_t {
+      return dev == Device::CUDA ? pool2d_backward_cuda_workspace_bytes(node_attrs<Pool2dParams>(n)) : 0;
+    };
     d.cpu = pool2d_grad_cpu;
     d.cuda = CTDET_CUDA_FN(elem_pool2d_grad_cuda);
     r.add(d);

@@ -99,7 +99,7 @@ void elem_pool2d_cuda(OpContext& c) {
 }
 void elem_pool2d_grad_cuda(OpContext& c) {
   pool2d_backward_cuda(ctx(c), c.attrs<Pool2dParams>(), fin(c, 0), c.in.size() > 1 ? fin(c, 1) : nullptr, fout(c, 0),
-                       c.accumulate(0));
+                       c.accumulate(0), c.workspace, c.workspace_bytes);
 }
 void elem_gap_cuda(OpContext& c) {
   require_overwrite(c);

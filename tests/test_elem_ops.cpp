@@ -404,6 +404,54 @@ TEST(Pool, MaxBackwardScatterEqualsPerCellDefinition) {
   EXPECT_EQ(diff, 0);
 }
 
+// The two-pass form the CUDA backward uses with workspace (argmax per window, then a gather per input cell comparing
+// stored indices) against the per-cell definition, bit for bit, through the same shared functions the kernels call:
+// overlapping and disjoint windows, ties, explicit and TF SAME padding (windows cut by the border).
+TEST(Pool, MaxBackwardFromStoredArgmaxEqualsPerCellDefinition) {
+  struct Case { int k, s; PoolPadding pad; int pad_hw; };
+  int64_t diff = 0, total = 0;
+  for (const Case& c : {Case{3, 2, PoolPadding::TfSame, 0}, Case{3, 1, PoolPadding::TfSame, 0},
+                        Case{2, 2, PoolPadding::Explicit, 0}, Case{3, 2, PoolPadding::Explicit, 1},
+                        Case{1, 2, PoolPadding::TfSame, 0}}) {
+    Pool2dParams p;
+    p.kind = PoolKind::Max;
+    p.N = 2;
+    p.C = 3;
+    p.H = 9;
+    p.W = 8;
+    p.kh = p.kw = c.k;
+    p.sh = p.sw = c.s;
+    p.padding = c.pad;
+    p.pad_h = p.pad_w = c.pad_hw;
+    const PoolGeom g = pool2d_geometry(p);
+    std::vector<float> x = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.H * g.W), 91);
+    for (size_t i = 0; i + 1 < x.size(); i += 4) x[i + 1] = x[i];  // ties
+    const std::vector<float> dy = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.P * g.Q), 92);
+    std::vector<int32_t> arg(size_t(g.N * g.C * g.P * g.Q));
+    for (int64_t nc = 0; nc < g.N * g.C; ++nc)
+      for (int64_t i = 0; i < g.P * g.Q; ++i)
+        arg[size_t(nc * g.P * g.Q + i)] = pool_max_argmax_at(g, x.data() + nc * g.H * g.W, i / g.Q, i % g.Q);
+    for (int64_t nc = 0; nc < g.N * g.C; ++nc)
+      for (int64_t h = 0; h < g.H; ++h)
+        for (int64_t w = 0; w < g.W; ++w) {
+          const float got = pool_max_backward_from_argmax_at(g, arg.data() + nc * g.P * g.Q,
+                                                             dy.data() + nc * g.P * g.Q, h, w);
+          const float want = pool2d_backward_at(g, x.data() + nc * g.H * g.W, dy.data() + nc * g.P * g.Q, h, w);
+          diff += std::memcmp(&got, &want, sizeof(float)) != 0;
+          ++total;
+        }
+    EXPECT_EQ(pool2d_backward_cuda_workspace_bytes(p) % 256, 0u);
+    EXPECT_GE(pool2d_backward_cuda_workspace_bytes(p), arg.size() * sizeof(int32_t));
+  }
+  Pool2dParams avg;
+  avg.kind = PoolKind::Avg;
+  avg.N = 1, avg.C = 2, avg.H = 5, avg.W = 5, avg.kh = avg.kw = 3, avg.sh = avg.sw = 2;
+  EXPECT_EQ(pool2d_backward_cuda_workspace_bytes(avg), 0u);
+  std::printf("[err] max-pool backward from stored argmax vs per-cell definition: %lld of %lld cells differ (bits)\n",
+              (long long)diff, (long long)total);
+  EXPECT_EQ(diff, 0);
+}
+
 TEST(Pool, BadParamsNameTheOp) {
   Pool2dParams p;
   p.N = 1; p.C = 1; p.H = 5; p.W = 5; p.kh = p.kw = 3; p.sh = p.sw = 1;

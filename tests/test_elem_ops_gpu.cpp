@@ -258,6 +258,12 @@ TEST(ElemOpsGpu, PoolingOnRealShapes) {
     check_bwd(ctx, std::string(c.name) + " dx", nx,
               [&](float* d, bool a) { pool2d_backward_cpu<float>(c.p, dy.data(), x.data(), d, a); },
               [&](float* d, bool a) { pool2d_backward_cuda(ctx, c.p, ddy.p, dx_.p, d, a); }, 1e-5);
+    if (g.kind == 0) {  // the two-pass form (argmax per window in workspace, then a gather), as the executor runs it
+      DevBuf<char> ws(pool2d_backward_cuda_workspace_bytes(c.p));
+      check_bwd(ctx, std::string(c.name) + " dx (stored argmax)", nx,
+                [&](float* d, bool a) { pool2d_backward_cpu<float>(c.p, dy.data(), x.data(), d, a); },
+                [&](float* d, bool a) { pool2d_backward_cuda(ctx, c.p, ddy.p, dx_.p, d, a, ws.p, ws.n); }, 1e-5);
+    }
   }
   // global average pool, 7x7 over the ResNet box-head features
   GapParams gp{64, 2048, 49};

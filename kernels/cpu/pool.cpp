@@ -199,6 +199,13 @@ void pool2d_backward_cpu(const Pool2dParams& p, const T* dy, const T* x, T* dx, 
   });
 }
 
+size_t pool2d_backward_cuda_workspace_bytes(const Pool2dParams& p) {
+  const PoolGeom g = pool2d_geometry(p);
+  if (g.kind != 0) return 0;
+  const size_t bytes = size_t(g.N) * size_t(g.C) * size_t(g.P) * size_t(g.Q) * sizeof(int32_t);
+  return (bytes + 255) / 256 * 256;
+}
+
 void validate_global_avg_pool(const GapParams& p) {
   CTDET_CHECK(p.N >= 0 && p.C >= 0, "global_avg_pool: N and C must be non-negative, got N=", p.N, " C=", p.C);
   CTDET_CHECK(p.HW > 0, "global_avg_pool: spatial size H*W must be > 0, got ", p.HW);

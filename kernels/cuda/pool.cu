@@ -1,5 +1,6 @@
 // CUDA kernels for kernels/pool.h: the per-output and per-input math is pool2d_forward_at /
-// pool2d_backward_at from pool.h, shared with the CPU reference (so argmax ties resolve identically).
+// pool2d_backward_at (or, with workspace, pool_max_argmax_at + pool_max_backward_from_argmax_at) from pool.h, shared
+// with the CPU reference (so argmax ties resolve identically).
 #include "kernels/common/cuda_check.cuh"
 #include "kernels/common/launch.cuh"
 #include "kernels/elementwise_math.h"
@@ -25,6 +26,23 @@ __global__ void pool2d_bwd_kernel(PoolGeom g, const float* dy, const float* x, f
     const int64_t nc = i / per, hw = i % per;
     const float* xp = x ? x + nc * per : nullptr;
     store_grad(dx + i, pool2d_backward_at(g, xp, dy + nc * g.P * g.Q, hw / g.W, hw % g.W), acc);
+  }
+}
+
+// Two-pass max-pool backward (kernels/pool.h): argmax per window, then a gather per input cell.
+__global__ void pool2d_argmax_kernel(PoolGeom g, const float* x, int32_t* arg) {
+  const int64_t per = g.P * g.Q;
+  CTDET_GRID_STRIDE(i, g.N * g.C * per) {
+    const int64_t nc = i / per, pq = i % per;
+    arg[i] = pool_max_argmax_at(g, x + nc * g.H * g.W, pq / g.Q, pq % g.Q);
+  }
+}
+
+__global__ void pool2d_bwd_from_argmax_kernel(PoolGeom g, const float* dy, const int32_t* arg, float* dx, bool acc) {
+  const int64_t per = g.H * g.W, out = g.P * g.Q;
+  CTDET_GRID_STRIDE(i, g.N * g.C * per) {
+    const int64_t nc = i / per, hw = i % per;
+    store_grad(dx + i, pool_max_backward_from_argmax_at(g, arg + nc * out, dy + nc * out, hw / g.W, hw % g.W), acc);
   }
 }
 
@@ -55,11 +73,20 @@ void pool2d_forward_cuda(CudaContext& ctx, const Pool2dParams& p, const float* x
 }
 
 void pool2d_backward_cuda(CudaContext& ctx, const Pool2dParams& p, const float* dy, const float* x, float* dx,
-                          bool accumulate_dx) {
+                          bool accumulate_dx, void* workspace, size_t workspace_bytes) {
   const PoolGeom g = pool2d_geometry(p);
   CTDET_CHECK(g.kind == 1 || x != nullptr, "max_pool2d backward: needs the saved input x");
   const int64_t n = g.N * g.C * g.H * g.W;
   if (n == 0) return;
+  if (g.kind == 0 && workspace && workspace_bytes >= pool2d_backward_cuda_workspace_bytes(p)) {
+    int32_t* arg = static_cast<int32_t*>(workspace);
+    const int64_t windows = g.N * g.C * g.P * g.Q;
+    pool2d_argmax_kernel<<<grid_for(windows), kBlock, 0, ctx.stream>>>(g, x, arg);
+    CTDET_CUDA_LAUNCH_CHECK("pool2d_argmax_kernel");
+    pool2d_bwd_from_argmax_kernel<<<grid_for(n), kBlock, 0, ctx.stream>>>(g, dy, arg, dx, accumulate_dx);
+    CTDET_CUDA_LAUNCH_CHECK("pool2d_bwd_from_argmax_kernel");
+    return;
+  }
   pool2d_bwd_kernel<<<grid_for(n), kBlock, 0, ctx.stream>>>(g, dy, x, dx, accumulate_dx);
   CTDET_CUDA_LAUNCH_CHECK(g.kind == 0 ? "pool2d_bwd_kernel (max)" : "pool2d_bwd_kernel (avg)");
 }
