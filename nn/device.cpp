@@ -1,5 +1,12 @@
 #include "nn/device.h"
 
+#include <cblas.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "nn/error.h"
+
 #if CTDET_WITH_CUDA
 #include <cuda_runtime.h>
 #endif
@@ -33,6 +40,12 @@ std::string cuda_unavailable_reason() {
 #else
   return "ctdet was built without CUDA (-DCTDET_CUDA=OFF or no nvcc)";
 #endif
+}
+
+void set_cpu_threads(int n) {
+  CTDET_CHECK(n >= 1, "CPU threads must be >= 1, got ", n);
+  openblas_set_num_threads(n);
+  CTDET_CHECK(setenv("CTDET_NUM_THREADS", std::to_string(n).c_str(), 1) == 0, "cannot set CTDET_NUM_THREADS");
 }
 
 }  // namespace ctdet

@@ -336,3 +336,32 @@ TEST(ForwardCli, BinaryMatchesDirectGraphRun) {
   std::remove(out_path.c_str());
   std::remove(small.c_str());
 }
+
+// The global --threads option (apps/main.cpp): before or after the command, any count gives the same output bits
+// (OpenBLAS's GEMM results do not depend on its thread count for these shapes, and the other CPU kernels split only
+// disjoint outputs); a bad count is an error that names the option.
+TEST(ForwardCli, ThreadsOptionKeepsTheOutput) {
+  ASSERT_TRUE(std::ifstream(binary()).good()) << binary() << " is missing: build the ctdet_cli target first";
+  const std::vector<int64_t> shape{1, 3, 45, 34};
+  const std::string in_path = tmp_path("xt.npy");
+  write_npy(in_path, input_npy(shape));
+  const std::string model = "--model inception_v2 --depth-multiplier 0.0625 --min-depth 2 --input " + in_path;
+  std::vector<std::vector<float>> outs;
+  for (const std::string threads : {"--threads 1", "--threads=2", "--threads 3"}) {
+    const std::string out_path = tmp_path("yt.npy");
+    std::string log;
+    ASSERT_EQ(run_cli(threads + " " + model + " --output " + out_path, &log), 0) << threads << "\n" << log;
+    outs.push_back(read_npy(out_path).as<float>());
+    std::remove(out_path.c_str());
+  }
+  for (size_t i = 1; i < outs.size(); ++i) {
+    ASSERT_EQ(outs[i].size(), outs[0].size());
+    EXPECT_EQ(std::memcmp(outs[i].data(), outs[0].data(), outs[0].size() * sizeof(float)), 0) << "run " << i;
+  }
+  std::string log;
+  EXPECT_NE(run_cli("--threads 0 " + model, &log), 0);
+  EXPECT_NE(log.find("--threads: expected a thread count >= 1, got '0'"), std::string::npos) << log;
+  EXPECT_NE(run_cli(model + " --threads", &log), 0);
+  EXPECT_NE(log.find("--threads needs a value"), std::string::npos) << log;
+  std::remove(in_path.c_str());
+}
