@@ -2,7 +2,7 @@
 // detectors (ResNet-101 and Inception-v2 Faster R-CNN, 3 classes, the TF-OD numbers) at 600x600 and 600x1024,
 // batch 1 and 2. CSV on stdout:
 //   model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,planned_peak_mib,params_mib,
-//   device_used_mib,rois_per_image,gflop_per_image,share_of_fp32_peak
+//   device_used_mib,rois_per_image,gflop_per_image,share_of_fp32_peak,allocated_mib
 // rois: proposals the second stage ran on at inference; sampled ROIs in training. gflop_per_image: the FLOP of the
 // run's matrix products (conv2d, linear and their gradients; graph_flops) over the batch size. share_of_fp32_peak:
 // that work per second of median time over the nominal FP32 peak (CPU: cores x 32 FLOP/cycle x clock; GPU: SMs x
@@ -10,7 +10,10 @@
 // Median over --reps runs after --warmup runs; on CUDA each run ends with a stream synchronisation (the
 // loss/detections are read back, as a trainer or an application would). device_used_mib: the growth of the
 // device's used memory from before the store/plan was allocated to after the runs (cudaMemGetInfo), a
-// high-water proxy that includes cuDNN/cuBLAS handles' own allocations.
+// high-water proxy that includes cuDNN/cuBLAS handles' own allocations (and, with lazy module loading, the device
+// code of the cuDNN kernels used). allocated_mib: what ctdet itself allocates, the planned arena (activations and
+// workspaces) plus the parameter store (training: parameters, gradients, momentum; inference: parameters only),
+// the counterpart of torch.cuda.max_memory_allocated. params_mib: the parameters alone.
 //   bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter SUBSTR] [--profile]
 //               [--conv-algos heuristic|timed]
 // --conv-algos timed: cuDNN convolution algorithms by measured time (CudaContext::conv_algo_timed) instead of the
@@ -122,7 +125,7 @@ int main(int argc, char** argv) {
 #endif
     const Device dev = o.cuda ? Device::CUDA : Device::CPU;
     std::printf("model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,planned_peak_mib,params_mib,"
-                "device_used_mib,rois_per_image,gflop_per_image,share_of_fp32_peak\n");
+                "device_used_mib,rois_per_image,gflop_per_image,share_of_fp32_peak,allocated_mib\n");
 #if CTDET_WITH_CUDA
     const bench::Peak peak = o.cuda ? bench::gpu_fp32_peak(cx->device) : bench::cpu_fp32_peak(0);
 #else
@@ -152,7 +155,7 @@ int main(int argc, char** argv) {
       const size_t used0 = o.cuda ? used_device_bytes() : 0;
       ParamStore ps(dev, DType::F32);
       declare_faster_rcnn_params(ps, cfg);
-      ps.allocate();
+      ps.allocate(c.train ? ParamUse::Training : ParamUse::Inference);  // inference: parameters only, as deployed
       init_faster_rcnn_params(ps, cfg, 1);
       DetectorSession s(cfg, ps, dev, cx);
       Batch b;
@@ -203,10 +206,11 @@ int main(int argc, char** argv) {
       const double gflop = graph_flops(s.last_executor()->graph()) * 1e-9;
       char share[32] = "";
       if (peak.value > 0) std::snprintf(share, sizeof share, "%.3f", gflop / (med * 1e-3) / peak.value);
-      std::printf("%s,%s,%s,%d,%d,%d,%.3f,%.3f,%.2f,%.1f,%.1f,%.1f,%.0f,%.1f,%s\n", name.c_str(),
+      const double allocated = double(s.planned_peak_bytes() + ps.allocated_bytes()) / (1 << 20);
+      std::printf("%s,%s,%s,%d,%d,%d,%.3f,%.3f,%.2f,%.1f,%.1f,%.1f,%.0f,%.1f,%s,%.1f\n", name.c_str(),
                   o.cuda ? "cuda" : "cpu", c.train ? "train" : "infer", c.n, c.h, c.w, med, ms.front(),
                   1000.0 * c.n / med, double(s.planned_peak_bytes()) / (1 << 20), double(ps.bytes()) / (1 << 20), used,
-                  mean_rois, gflop / c.n, share);
+                  mean_rois, gflop / c.n, share, allocated);
       std::fflush(stdout);
     }
   } catch (const std::exception& e) {

@@ -246,7 +246,7 @@ ForwardResult run_forward(const ForwardSpec& spec, const NpyArray& input, const 
 
   ParamStore ps(spec.device, DType::F32);
   ps.declare_from(fg.graph);
-  ps.allocate();
+  ps.allocate(ParamUse::Inference);
   if (weights_path.empty()) {
     fill_formula_weights(ps);
     r.synthetic_weights = true;

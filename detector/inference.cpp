@@ -184,7 +184,7 @@ InferenceModel::InferenceModel(const ModelFiles& files, const std::string& devic
   try {
     ps_ = std::make_unique<ParamStore>(dev, DType::F32);
     declare_faster_rcnn_params(*ps_, files_.config.model);
-    ps_->allocate();
+    ps_->allocate(ParamUse::Inference);  // parameters only: no gradients or momentum in a deployed model
     load_model_weights(*ps_, files_.weights_path);
     session_ = std::make_unique<DetectorSession>(files_.config.model, *ps_, dev, cuda_.get());
   } catch (const std::bad_alloc&) {

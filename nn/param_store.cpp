@@ -28,16 +28,30 @@ void ParamStore::declare_from(const Graph& g) {
     if (v.kind == ValueKind::Param) declare(v.name, v.shape);
 }
 
-void ParamStore::allocate() {
+void ParamStore::allocate(ParamUse use) {
   CTDET_CHECK(!allocated_, "parameter store allocated twice");
   size_t bytes = size_t(total_numel_) * dtype_size(dtype_);
   params_.allocate(device_, bytes);
-  grads_.allocate(device_, bytes);
-  momentum_.allocate(device_, bytes);
   params_.zero();
-  grads_.zero();
-  momentum_.zero();
+  if (use == ParamUse::Training) {
+    grads_.allocate(device_, bytes);
+    momentum_.allocate(device_, bytes);
+    grads_.zero();
+    momentum_.zero();
+  }
+  use_ = use;
   allocated_ = true;
+}
+
+const DeviceBuffer& ParamStore::training_block(int which, const std::string& name) const {
+  CTDET_CHECK(allocated_, "parameter store not allocated");
+  CTDET_CHECK(use_ == ParamUse::Training, "parameter store allocated for inference has no ",
+              which == 1 ? "gradients" : "momentum", name.empty() ? std::string() : " (parameter '" + name + "')",
+              ": allocate it with ParamUse::Training to train");
+  return which == 1 ? grads_ : momentum_;
+}
+DeviceBuffer& ParamStore::training_block(int which, const std::string& name) {
+  return const_cast<DeviceBuffer&>(static_cast<const ParamStore*>(this)->training_block(which, name));
 }
 
 size_t ParamStore::at(const std::string& name) const {
@@ -68,7 +82,7 @@ Tensor ParamStore::block(const DeviceBuffer& b) const {
 }
 
 template <typename T> std::vector<T> ParamStore::get(const std::string& name, int which) const {
-  Tensor t = view(name, which == 0 ? params_ : which == 1 ? grads_ : momentum_);
+  Tensor t = view(name, which == 0 ? params_ : training_block(which, name));
   std::vector<T> out(size_t(t.numel()));
   if (dtype_ == DType::F32) {
     std::vector<float> tmp(out.size());
@@ -83,7 +97,7 @@ template <typename T> std::vector<T> ParamStore::get(const std::string& name, in
 }
 
 template <typename T> void ParamStore::set(const std::string& name, const std::vector<T>& v, int which) {
-  Tensor t = view(name, which == 0 ? params_ : which == 1 ? grads_ : momentum_);
+  Tensor t = view(name, which == 0 ? params_ : training_block(which, name));
   CTDET_CHECK(int64_t(v.size()) == t.numel(), "parameter '", name, "' has ", t.numel(), " elements ",
               t.shape.str(), ", got ", v.size());
   if (dtype_ == DType::F32) {

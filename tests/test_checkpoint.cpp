@@ -241,3 +241,35 @@ TEST(Checkpoint, WithoutMomentum) {
   EXPECT_EQ(b.get<float>("rpn.cls.weight", 2), std::vector<float>(24, 0.0f));
   fs::remove_all(dir);
 }
+
+// A store allocated for inference holds the parameters only: a training checkpoint loads into it without its momentum
+// (as `ctdet infer` and the C API load weights), and asking it for gradients or momentum is an error naming the store.
+TEST(Checkpoint, InferenceStoreHoldsParametersOnly) {
+  std::string dir = tmp_dir("infer_store");
+  ParamStore a;
+  declare(a);
+  fill(a, 4);
+  save_checkpoint(dir, 5, a, {});
+  ParamStore b;
+  b.declare("backbone.conv1.weight", Shape{4, 3, 3, 3});
+  b.declare("backbone.bn1.gamma", Shape{4});
+  b.declare("rpn.cls.weight", Shape{6, 4});
+  b.allocate(ParamUse::Inference);
+  EXPECT_FALSE(b.has_training_state());
+  EXPECT_TRUE(a.has_training_state());
+  EXPECT_EQ(b.allocated_bytes(), b.bytes());
+  EXPECT_EQ(a.allocated_bytes(), 3 * a.bytes());
+  CheckpointLoadOptions lo;
+  lo.momentum = false;
+  lo.require_momentum = false;
+  load_checkpoint(dir, b, lo);
+  EXPECT_EQ(max_diff(a, b, 0), 0.0);
+  const std::string e1 = expect_error([&] { b.grad("rpn.cls.weight"); });
+  EXPECT_TRUE(contains(e1, "allocated for inference has no gradients (parameter 'rpn.cls.weight')")) << e1;
+  EXPECT_TRUE(contains(expect_error([&] { b.get<float>("backbone.bn1.gamma", 2); }), "no momentum"));
+  EXPECT_TRUE(contains(expect_error([&] { b.zero_grads(); }), "no gradients"));
+  EXPECT_TRUE(contains(expect_error([&] { b.all_momentum(); }), "no momentum"));
+  // Loading a checkpoint's momentum into it is refused, not silently dropped.
+  EXPECT_TRUE(contains(expect_error([&] { load_checkpoint(dir, b); }), "no momentum"));
+  fs::remove_all(dir);
+}
