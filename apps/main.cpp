@@ -22,7 +22,8 @@ static void usage() {
               ctdet::cuda_built() ? "built" : "not built");
   std::printf("usage: ctdet [--threads N] <command> [options]   (ctdet <command> --help for its options)\n\n"
               "  --threads N   CPU threads for GEMMs (OpenBLAS) and the other CPU kernels (default: all cores;\n"
-              "                OPENBLAS_NUM_THREADS / CTDET_NUM_THREADS also work); accepted before or after <command>\n\n"
+              "                OPENBLAS_NUM_THREADS / CTDET_NUM_THREADS also work); accepted before or after\n"
+              "                <command>\n\n"
               "commands:\n");
   for (auto& [name, c] : ctdet::app::command_table()) std::printf("  %-10s %s\n", name.c_str(), c.summary.c_str());
 }

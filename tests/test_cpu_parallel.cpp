@@ -150,8 +150,10 @@ TEST(CpuParallel, PoolsGiveTheSameBitsForAnyThreadCount) {
     PoolPadding pad;
     bool acc;
   };
-  for (const G& g : {G{PoolKind::Max, 3, 2, PoolPadding::TfSame, false}, G{PoolKind::Max, 2, 2, PoolPadding::Explicit, true},
-                     G{PoolKind::Max, 3, 1, PoolPadding::TfSame, true}, G{PoolKind::Avg, 3, 1, PoolPadding::TfSame, false}}) {
+  for (const G& g : {G{PoolKind::Max, 3, 2, PoolPadding::TfSame, false},   // overlapping: scatter
+                     G{PoolKind::Max, 2, 2, PoolPadding::Explicit, true},  // disjoint, accumulate: scatter
+                     G{PoolKind::Max, 3, 1, PoolPadding::TfSame, true},    // overlapping, accumulate: gather
+                     G{PoolKind::Avg, 3, 1, PoolPadding::TfSame, false}}) {
     Pool2dParams p;
     p.kind = g.kind;
     p.N = 2, p.C = 64, p.H = 75, p.W = 77;  // 128 planes: enough to split for every case here

@@ -118,21 +118,21 @@ template <int K, bool kMax, typename T>
 void pool_forward_planes(const PoolGeom& g, const PoolBounds& b, const std::vector<T>& div, const T* x, T* y) {
   // Planes are independent: split over threads (kernels/cpu/parallel.h), each computed as in the serial loop.
   parallel_ranges(g.N * g.C, min_iterations_for(g.P * g.Q * g.kh * g.kw), [&](int64_t nc0, int64_t nc1) {
-  for (int64_t nc = nc0; nc < nc1; ++nc) {
-    const T* xp = x + nc * g.H * g.W;
-    T* yp = y + nc * g.P * g.Q;
-    for (int64_t i = 0; i < g.P; ++i) {
-      const int64_t hs = b.rlo[size_t(i)], rows = b.rhi[size_t(i)] - hs;
-      for (int64_t j = 0; j < g.Q; ++j) {
-        const int64_t ws = b.clo[size_t(j)], cols = b.chi[size_t(j)] - ws;
-        const T* r0 = xp + hs * g.W + ws;
-        T v = (K && rows == K && cols == K) ? pool_window<K, kMax>(r0, g.W, rows, cols)
-                                            : pool_window<0, kMax>(r0, g.W, rows, cols);
-        if constexpr (!kMax) v = v / div[size_t(i * g.Q + j)];
-        yp[i * g.Q + j] = v;
+    for (int64_t nc = nc0; nc < nc1; ++nc) {
+      const T* xp = x + nc * g.H * g.W;
+      T* yp = y + nc * g.P * g.Q;
+      for (int64_t i = 0; i < g.P; ++i) {
+        const int64_t hs = b.rlo[size_t(i)], rows = b.rhi[size_t(i)] - hs;
+        for (int64_t j = 0; j < g.Q; ++j) {
+          const int64_t ws = b.clo[size_t(j)], cols = b.chi[size_t(j)] - ws;
+          const T* r0 = xp + hs * g.W + ws;
+          T v = (K && rows == K && cols == K) ? pool_window<K, kMax>(r0, g.W, rows, cols)
+                                              : pool_window<0, kMax>(r0, g.W, rows, cols);
+          if constexpr (!kMax) v = v / div[size_t(i * g.Q + j)];
+          yp[i * g.Q + j] = v;
+        }
       }
     }
-  }
   });
 }
 
@@ -172,18 +172,18 @@ void pool2d_backward_cpu(const Pool2dParams& p, const T* dy, const T* x, T* dx, 
     // accumulation only for disjoint windows (one contribution per cell: dx + dy either way). Planes split over
     // threads: each plane's scatter stays in its serial order.
     parallel_ranges(g.N * g.C, min_iterations_for(g.H * g.W + g.P * g.Q * g.kh * g.kw), [&](int64_t nc0, int64_t nc1) {
-    for (int64_t nc = nc0; nc < nc1; ++nc) {
-      const T* xp = x + nc * g.H * g.W;
-      const T* dyp = dy + nc * g.P * g.Q;
-      T* dxp = dx + nc * g.H * g.W;
-      if (!accumulate_dx) std::fill(dxp, dxp + g.H * g.W, T(0));
-      for (int64_t i = 0; i < g.P; ++i)
-        for (int64_t j = 0; j < g.Q; ++j) {
-          int64_t arg;
-          pool_max_window(g, xp, i, j, &arg);
-          if (arg >= 0) dxp[arg] += dyp[i * g.Q + j];
-        }
-    }
+      for (int64_t nc = nc0; nc < nc1; ++nc) {
+        const T* xp = x + nc * g.H * g.W;
+        const T* dyp = dy + nc * g.P * g.Q;
+        T* dxp = dx + nc * g.H * g.W;
+        if (!accumulate_dx) std::fill(dxp, dxp + g.H * g.W, T(0));
+        for (int64_t i = 0; i < g.P; ++i)
+          for (int64_t j = 0; j < g.Q; ++j) {
+            int64_t arg;
+            pool_max_window(g, xp, i, j, &arg);
+            if (arg >= 0) dxp[arg] += dyp[i * g.Q + j];
+          }
+      }
     });
     return;
   }
