@@ -86,11 +86,43 @@ CTDET_HD bool tv_bilinear_point(T y, T x, int64_t H, int64_t W, BilinearPoint<T>
   return true;
 }
 
+// The weighted sum of the four neighbours, in this order (every sampler below goes through it).
+template <typename T>
+CTDET_HD T bilinear_combine(T w00, T v00, T w01, T v01, T w10, T v10, T w11, T v11) {
+  return w00 * v00 + w01 * v01 + w10 * v10 + w11 * v11;
+}
+
 // Sample one (H,W) plane at a BilinearPoint.
 template <typename T>
 CTDET_HD T bilinear_sample(const T* plane /*(H,W)*/, int64_t W, const BilinearPoint<T>& bp) {
-  return bp.w00 * plane[bp.y0 * W + bp.x0] + bp.w01 * plane[bp.y0 * W + bp.x1] +
-         bp.w10 * plane[bp.y1 * W + bp.x0] + bp.w11 * plane[bp.y1 * W + bp.x1];
+  return bilinear_combine(bp.w00, plane[bp.y0 * W + bp.x0], bp.w01, plane[bp.y0 * W + bp.x1], bp.w10,
+                          plane[bp.y1 * W + bp.x0], bp.w11, plane[bp.y1 * W + bp.x1]);
+}
+
+// A BilinearPoint resolved against one plane width: the four neighbours' offsets in the plane (CPU loops that sample
+// many planes at the same points; planes of up to 2^31 cells).
+template <typename T>
+struct BilinearTap {
+  int32_t o00 = 0, o01 = 0, o10 = 0, o11 = 0;
+  T w00 = 0, w01 = 0, w10 = 0, w11 = 0;
+};
+template <typename T>
+CTDET_HD BilinearTap<T> bilinear_tap(const BilinearPoint<T>& bp, int64_t W) {
+  BilinearTap<T> t;
+  t.o00 = int32_t(bp.y0 * W + bp.x0);
+  t.o01 = int32_t(bp.y0 * W + bp.x1);
+  t.o10 = int32_t(bp.y1 * W + bp.x0);
+  t.o11 = int32_t(bp.y1 * W + bp.x1);
+  t.w00 = bp.w00;
+  t.w01 = bp.w01;
+  t.w10 = bp.w10;
+  t.w11 = bp.w11;
+  return t;
+}
+// The same value as bilinear_sample(plane, W, bp) for t = bilinear_tap(bp, W).
+template <typename T>
+CTDET_HD T bilinear_sample_tap(const T* plane, const BilinearTap<T>& t) {
+  return bilinear_combine(t.w00, plane[t.o00], t.w01, plane[t.o01], t.w10, plane[t.o10], t.w11, plane[t.o11]);
 }
 
 }  // namespace ctdet

@@ -366,6 +366,28 @@ TEST(Pool, ForwardEqualsPerOutputDefinition) {
   EXPECT_GT(cases, 200);
 }
 
+namespace {
+// A 2x3x9x8 max pool with k x k windows, stride s; and inputs with exact ties (every `every`-th value repeated).
+Pool2dParams small_max_pool(int k, int s, PoolPadding pad, int pad_hw) {
+  Pool2dParams p;
+  p.kind = PoolKind::Max;
+  p.N = 2;
+  p.C = 3;
+  p.H = 9;
+  p.W = 8;
+  p.kh = p.kw = k;
+  p.sh = p.sw = s;
+  p.padding = pad;
+  p.pad_h = p.pad_w = pad_hw;
+  return p;
+}
+std::vector<float> tied_input(size_t n, uint64_t seed, size_t every) {
+  std::vector<float> x = ctdet::testing::random_vec<float>(n, seed);
+  for (size_t i = 0; i + 1 < x.size(); i += every) x[i + 1] = x[i];
+  return x;
+}
+}  // namespace
+
 // Max-pool backward by scatter (one argmax per window) against the per-cell definition pool2d_backward_at, bit for
 // bit: overlapping 3x3/2 and 3x3/1 TF SAME windows with ties (overwrite), and disjoint 2x2/2 windows (accumulate).
 TEST(Pool, MaxBackwardScatterEqualsPerCellDefinition) {
@@ -373,18 +395,9 @@ TEST(Pool, MaxBackwardScatterEqualsPerCellDefinition) {
   int64_t diff = 0, total = 0;
   for (const Case& c : {Case{3, 2, PoolPadding::TfSame, false}, Case{3, 1, PoolPadding::TfSame, false},
                         Case{2, 2, PoolPadding::Explicit, true}, Case{2, 2, PoolPadding::Explicit, false}}) {
-    Pool2dParams p;
-    p.kind = PoolKind::Max;
-    p.N = 2;
-    p.C = 3;
-    p.H = 9;
-    p.W = 8;
-    p.kh = p.kw = c.k;
-    p.sh = p.sw = c.s;
-    p.padding = c.pad;
+    const Pool2dParams p = small_max_pool(c.k, c.s, c.pad, 0);
     const PoolGeom g = pool2d_geometry(p);
-    std::vector<float> x = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.H * g.W), 81);
-    for (size_t i = 0; i + 1 < x.size(); i += 5) x[i + 1] = x[i];  // ties
+    const std::vector<float> x = tied_input(size_t(g.N * g.C * g.H * g.W), 81, 5);
     const std::vector<float> dy = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.P * g.Q), 82);
     const std::vector<float> pre = ctdet::testing::random_vec<float>(x.size(), 83);
     std::vector<float> dx = c.acc ? pre : std::vector<float>(x.size(), 7.f);
@@ -413,19 +426,9 @@ TEST(Pool, MaxBackwardFromStoredArgmaxEqualsPerCellDefinition) {
   for (const Case& c : {Case{3, 2, PoolPadding::TfSame, 0}, Case{3, 1, PoolPadding::TfSame, 0},
                         Case{2, 2, PoolPadding::Explicit, 0}, Case{3, 2, PoolPadding::Explicit, 1},
                         Case{1, 2, PoolPadding::TfSame, 0}}) {
-    Pool2dParams p;
-    p.kind = PoolKind::Max;
-    p.N = 2;
-    p.C = 3;
-    p.H = 9;
-    p.W = 8;
-    p.kh = p.kw = c.k;
-    p.sh = p.sw = c.s;
-    p.padding = c.pad;
-    p.pad_h = p.pad_w = c.pad_hw;
+    const Pool2dParams p = small_max_pool(c.k, c.s, c.pad, c.pad_hw);
     const PoolGeom g = pool2d_geometry(p);
-    std::vector<float> x = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.H * g.W), 91);
-    for (size_t i = 0; i + 1 < x.size(); i += 4) x[i + 1] = x[i];  // ties
+    const std::vector<float> x = tied_input(size_t(g.N * g.C * g.H * g.W), 91, 4);
     const std::vector<float> dy = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.P * g.Q), 92);
     std::vector<int32_t> arg(size_t(g.N * g.C * g.P * g.Q));
     for (int64_t nc = 0; nc < g.N * g.C; ++nc)

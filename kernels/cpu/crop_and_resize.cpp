@@ -62,18 +62,22 @@ void crop_and_resize_forward_cpu(const CropAndResizeParams& p, const T* x, const
   const int64_t plane = p.H * p.W, cells = p.crop_h * p.crop_w;
   // Every output is one bilinear sample (bilinear_sample at the box's point), so any order gives the same bits.
   // Boxes split over threads; a box's sample points are computed once and serve all its channels.
+  // Each point is resolved once to four plane offsets (bilinear_tap: the same neighbours and weights).
+  CTDET_CHECK(plane < int64_t(INT32_MAX), "crop_and_resize: feature planes of ", plane, " cells are too large");
   parallel_ranges(p.R, min_iterations_for(p.C * cells), [&](int64_t rb, int64_t re) {
     std::vector<BilinearPoint<T>> pts;
     std::vector<uint8_t> inside;
+    std::vector<BilinearTap<T>> taps(static_cast<size_t>(cells));
+    const T ext = T(p.extrapolation_value);
     for (int64_t r = rb; r < re; ++r) {
       crop_points(p, boxes, r, r + 1, &pts, &inside);
+      for (int64_t k = 0; k < cells; ++k) taps[size_t(k)] = bilinear_tap(pts[size_t(k)], p.W);
       const T* img = x + int64_t(box_index[r]) * p.C * plane;
       T* out = y + r * p.C * cells;
       for (int64_t c = 0; c < p.C; ++c) {
         const T* plane_c = img + c * plane;
         T* o = out + c * cells;
-        for (int64_t k = 0; k < cells; ++k)
-          o[k] = inside[size_t(k)] ? bilinear_sample(plane_c, p.W, pts[size_t(k)]) : T(p.extrapolation_value);
+        for (int64_t k = 0; k < cells; ++k) o[k] = inside[size_t(k)] ? bilinear_sample_tap(plane_c, taps[size_t(k)]) : ext;
       }
     }
   });
