@@ -86,31 +86,44 @@ std::string Executor::profile_table(int top) const {
   std::vector<int> order(node_ms.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = int(i);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return node_ms[size_t(a)] > node_ms[size_t(b)]; });
+  // FLOP of the matrix-product nodes (OpDef::flops: conv2d, linear and their gradients), for the achieved rate.
+  std::vector<double> flop(node_ms.size(), 0.0);
+  for (size_t i = 0; i < node_ms.size(); ++i) flop[i] = graph_flops(g_, int(i), int(i) + 1);
+  auto rate = [](double f, double ms) -> std::string {
+    if (f <= 0 || ms <= 0) return "-";
+    char b[32];
+    std::snprintf(b, sizeof b, "%.1f", f / (ms * 1e-3) * 1e-9);
+    return b;
+  };
   std::map<std::string, std::pair<double, int>> by_op;
+  std::map<std::string, double> op_flop;
   for (size_t i = 0; i < node_ms.size(); ++i) {
     auto& e = by_op[g_.node(int(i)).op];
     e.first += node_ms[i];
     e.second++;
+    op_flop[g_.node(int(i)).op] += flop[i];
   }
   std::ostringstream o;
   o << str("per-node time, mean of ", profiled_runs, " run(s), ", device_ == Device::CPU ? "CPU wall clock" : "CUDA events",
            ": total ", total / runs, " ms\n");
-  o << "  rank  ms/run   share  node (op)\n";
+  o << "  rank  ms/run   share  GFLOP/s  node (op)\n";
   for (int k = 0; k < std::min<int>(top, int(order.size())); ++k) {
     const int i = order[size_t(k)];
     char line[512];
-    std::snprintf(line, sizeof(line), "  %4d %8.3f  %5.1f%%  %s (%s)\n", k + 1, node_ms[size_t(i)] / runs,
-                  100.0 * node_ms[size_t(i)] / std::max(total, 1e-12), g_.node(i).name.c_str(), g_.node(i).op.c_str());
+    std::snprintf(line, sizeof(line), "  %4d %8.3f  %5.1f%%  %7s  %s (%s)\n", k + 1, node_ms[size_t(i)] / runs,
+                  100.0 * node_ms[size_t(i)] / std::max(total, 1e-12),
+                  rate(flop[size_t(i)], node_ms[size_t(i)] / runs).c_str(), g_.node(i).name.c_str(),
+                  g_.node(i).op.c_str());
     o << line;
   }
   std::vector<std::pair<std::string, std::pair<double, int>>> ops_sorted(by_op.begin(), by_op.end());
   std::stable_sort(ops_sorted.begin(), ops_sorted.end(),
                    [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
-  o << "  by op kind: ms/run  share  nodes\n";
+  o << "  by op kind: ms/run  share  nodes  GFLOP/s\n";
   for (const auto& [op, v] : ops_sorted) {
     char line[256];
-    std::snprintf(line, sizeof(line), "  %-28s %8.3f  %5.1f%%  %d\n", op.c_str(), v.first / runs,
-                  100.0 * v.first / std::max(total, 1e-12), v.second);
+    std::snprintf(line, sizeof(line), "  %-28s %8.3f  %5.1f%%  %d  %s\n", op.c_str(), v.first / runs,
+                  100.0 * v.first / std::max(total, 1e-12), v.second, rate(op_flop[op], v.first / runs).c_str());
     o << line;
   }
   return o.str();
