@@ -1,5 +1,5 @@
-// Parallel loops for the CPU kernels that are not GEMMs (OpenBLAS threads those itself): crop_and_resize, the
-// pools, the fused frozen-BN passes.
+// Parallel loops for the CPU kernels that are not GEMMs (OpenBLAS threads those itself): crop_and_resize and the
+// pools (the memory-bound elementwise passes gained nothing and stay serial).
 //
 // Fork-join on plain std::threads: the caller runs the first range, T-1 fresh threads run the others, all joined
 // before returning. No pool and no spinning: OpenBLAS's own (pthread) workers spin for a while after each GEMM, and a
@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -89,12 +90,18 @@ void parallel_ranges(int64_t n, int64_t min_per_thread, F&& f) {
   };
   std::vector<std::thread> workers;
   workers.reserve(size_t(T - 1));
-  for (int64_t t = 1; t < T; ++t)
-    workers.emplace_back([&run, t] {
-      detail::cpu_threads_override() = -1;
-      run(t);
-    });
+  int64_t started = 1;  // ranges 1..started-1 have a thread
+  try {
+    for (int64_t t = 1; t < T; ++t, ++started)
+      workers.emplace_back([&run, t] {
+        detail::cpu_threads_override() = -1;
+        run(t);
+      });
+  } catch (const std::system_error&) {
+    // No more threads to be had (resource limits): the caller runs the ranges left without one.
+  }
   run(0);
+  for (int64_t t = started; t < T; ++t) run(t);
   for (std::thread& w : workers) w.join();
   if (error) std::rethrow_exception(error);
 }
