@@ -5,6 +5,7 @@
 #include "apps/args.h"
 #include "apps/command.h"
 #include "detector/model_zoo.h"
+#include "nn/autograd.h"
 #include "nn/planner.h"
 
 namespace ctdet::app {
@@ -13,14 +14,17 @@ static int cmd_plan(const std::vector<std::string>& argv) {
   for (auto& a : argv)
     if (a == "--help" || a == "-h") {
       std::printf(
-          "usage: ctdet plan --list-models | --model NAME [--size HxW] [--batch N] [--train] [--memory-budget 8GiB]\n"
-          "                  [--workspace-cap 256MiB] [--device cpu|cuda] [--top 10]\n"
+          "usage: ctdet plan --list-models | --model NAME [--size HxW] [--batch N] [--train [--store-grads]]\n"
+          "                  [--memory-budget 8GiB] [--workspace-cap 256MiB] [--device cpu|cuda] [--top 10]\n"
           "Prints the memory plan: parameters, gradients, optimizer state, planned activations and workspace,\n"
-          "the no-reuse sum and lower bound, and the largest values live at the peak.\n");
+          "the no-reuse sum and lower bound, and the largest values live at the peak.\n"
+          "--train plans the step `ctdet train` runs with one micro-batch: the parameter gradients in the arena,\n"
+          "each live from its first write in backward to the update. --store-grads plans them as one block\n"
+          "for the whole step instead (train.grad_accumulation > 1, where they add up across micro-batches).\n");
       return 0;
     }
   Args a("plan", argv, {"model", "size", "batch", "memory-budget", "workspace-cap", "device", "top"},
-         {"train", "list-models"});
+         {"train", "list-models", "store-grads"});
   if (a.flag("list-models")) {
     for (auto& m : known_models()) std::printf("%s\n", m.c_str());
     return 0;
@@ -45,6 +49,8 @@ static int cmd_plan(const std::vector<std::string>& argv) {
   opt.device = dev == "cpu" ? Device::CPU : Device::CUDA;
   if (a.has("workspace-cap")) opt.workspace_cap = parse_bytes(a.get("workspace-cap"));
   ModelGraph m = build_model_graph(s);
+  CTDET_CHECK(s.train || !a.flag("store-grads"), "plan: --store-grads needs --train");
+  if (s.train && !a.flag("store-grads")) param_gradients_to_arena(m.graph);
   std::printf("model %s (%s), input %dx%d, batch %d, %s, planned for %s\n", s.name.c_str(), m.description.c_str(),
               s.height, s.width, s.batch, s.train ? "training step" : "inference", dev.c_str());
   std::printf("graph: %d nodes, %d values\n", m.graph.num_nodes(), m.graph.num_values());

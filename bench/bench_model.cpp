@@ -12,10 +12,15 @@
 // device's used memory from before the store/plan was allocated to after the runs (cudaMemGetInfo), a
 // high-water proxy that includes cuDNN/cuBLAS handles' own allocations (and, with lazy module loading, the device
 // code of the cuDNN kernels used). allocated_mib: what ctdet itself allocates, the planned arena (activations and
-// workspaces) plus the parameter store (training: parameters, gradients, momentum; inference: parameters only),
+// workspaces, and in training the parameter gradients) plus the parameter store (training: parameters and momentum,
+// and gradients with --store-grads; inference: parameters only),
 // the counterpart of torch.cuda.max_memory_allocated. params_mib: the parameters alone.
+// A training run is `ctdet train`'s step of one micro-batch: forward, backward, and the trainer's Optimizer (SGD
+// momentum 0.9, no clipping, as the peer's torch.optim.SGD; the norm pass still runs), gradients planned in the
+// arena (each from its first write in backward to the update); --store-grads keeps them in a store block instead.
 //   bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter SUBSTR] [--profile]
-//               [--conv-algos heuristic|timed]
+//               [--conv-algos heuristic|timed] [--store-grads] [--cpu-train]
+// --cpu-train: on the CPU also the training cases (600x600 batch 1; a ResNet-101 step takes about a minute here).
 // --conv-algos timed: cuDNN convolution algorithms by measured time (CudaContext::conv_algo_timed) instead of the
 // heuristics' ranking (CUDA only; the first, untimed warm-up run pays for the timing).
 // --profile: after the timed runs, one more run per case with per-node timing (Executor::profile: CUDA events or
@@ -31,7 +36,7 @@
 
 #include "bench_util.h"
 #include "detector/session.h"
-#include "kernels/optim.h"
+#include "train/optimizer.h"
 #include "nn/device.h"
 #include "nn/op_registry.h"
 #if CTDET_WITH_CUDA
@@ -45,7 +50,7 @@ using namespace ctdet;
 namespace {
 
 struct Opt {
-  bool cuda = false, quick = false, profile = false, timed_algos = false;
+  bool cuda = false, quick = false, profile = false, timed_algos = false, store_grads = false, cpu_train = false;
   int reps = 0, warmup = 2;
   std::string filter;
 };
@@ -96,6 +101,8 @@ int main(int argc, char** argv) {
     else if (a == "--quick") o.quick = true;
     else if (a == "--filter") o.filter = next();
     else if (a == "--profile") o.profile = true;
+    else if (a == "--store-grads") o.store_grads = true;
+    else if (a == "--cpu-train") o.cpu_train = true;
     else if (a == "--conv-algos") {
       const std::string v = next();
       if (v != "heuristic" && v != "timed") {
@@ -105,7 +112,7 @@ int main(int argc, char** argv) {
       o.timed_algos = v == "timed";
     } else {
       std::fprintf(stderr, "usage: bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter S] [--profile] "
-                   "[--conv-algos heuristic|timed]\n");
+                   "[--conv-algos heuristic|timed] [--store-grads] [--cpu-train]\n");
       return 2;
     }
   }
@@ -142,7 +149,8 @@ int main(int argc, char** argv) {
       for (bool train : {true, false})
         for (int n : {1, 2})
           for (int w : {600, 1024}) {
-            if (!o.cuda && (n == 2 || w == 1024 || train)) continue;  // CPU: inference 600x600 batch 1 only
+            // CPU: 600x600 batch 1 only, inference (training too with --cpu-train)
+            if (!o.cuda && (n == 2 || w == 1024 || (train && !o.cpu_train))) continue;
             if (o.quick && n == 2 && w == 1024) continue;
             cases.push_back({k, train, n, 600, w});
           }
@@ -155,25 +163,23 @@ int main(int argc, char** argv) {
       const size_t used0 = o.cuda ? used_device_bytes() : 0;
       ParamStore ps(dev, DType::F32);
       declare_faster_rcnn_params(ps, cfg);
-      ps.allocate(c.train ? ParamUse::Training : ParamUse::Inference);  // inference: parameters only, as deployed
+      // Training as `ctdet train` runs a one-micro-batch step: gradients in the arena (--store-grads: in the store's
+      // block, the grad_accumulation > 1 layout); inference: parameters only, as deployed.
+      ps.allocate(!c.train ? ParamUse::Inference
+                           : o.store_grads ? ParamUse::Training : ParamUse::TrainingGradsInArena);
       init_faster_rcnn_params(ps, cfg, 1);
       DetectorSession s(cfg, ps, dev, cx);
+      std::unique_ptr<Optimizer> opt;  // the trainer's update (no clipping, as the peer's SGD; norms still measured)
+      if (c.train) opt = std::make_unique<Optimizer>(ps, cx, 0.9, 0.0, false);
       Batch b;
       fill_batch(b, c.n, c.h, c.w);
-      SgdParams sp;
-      sp.lr = 1e-6;
       std::vector<double> ms;
       for (int r = 0; r < o.warmup + reps; ++r) {
         const auto t0 = std::chrono::steady_clock::now();
         if (c.train) {
-          ps.zero_grads();
+          if (ps.has_gradients()) ps.zero_grads();
           StepLosses l = s.train_step(b, r);
-          Tensor p = ps.all_params(), g = ps.all_grads(), m = ps.all_momentum();
-#if CTDET_WITH_CUDA
-          if (o.cuda) sgd_momentum_update_cuda(*cx, sp, p.numel(), p.ptr<float>(), m.ptr<float>(), g.ptr<float>());
-          else
-#endif
-            sgd_momentum_update_cpu<float>(sp, p.numel(), p.ptr<float>(), m.ptr<float>(), g.ptr<float>());
+          opt->step(s, 1e-6, 1);
 #if CTDET_WITH_CUDA
           if (o.cuda) cx->synchronize();
 #endif
@@ -187,7 +193,7 @@ int main(int argc, char** argv) {
       if (o.profile) {
         s.profile = true;  // the session sets its executor's flag on every call
         if (c.train) {
-          ps.zero_grads();
+          if (ps.has_gradients()) ps.zero_grads();
           s.train_step(b, 999);
         } else {
           s.detect(b, 0.f);

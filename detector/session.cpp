@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "nn/autograd.h"
+
 namespace ctdet {
 
 Normalization input_normalization(const FasterRcnnConfig& cfg) {
@@ -71,6 +73,9 @@ DetectorSession::Entry& DetectorSession::entry(bool train, int n, int h, int w) 
   s.width = w;
   s.train = train;
   e->d = build_faster_rcnn(cfg_, s, ps_.dtype());
+#if !CTDET_INFERENCE_ONLY
+  if (train && ps_.use() == ParamUse::TrainingGradsInArena) param_gradients_to_arena(e->d.graph);
+#endif
   PlanOptions opt;
   opt.device = device_;
   opt.cuda = cuda_;
@@ -115,6 +120,7 @@ StepLosses DetectorSession::train_step(const Batch& b, int32_t seed) {
     }
   }
   Executor& ex = *e.ex;
+  last_train_ = &e;
   ex.set(e.d.image, b.data.data(), size_t(b.n) * 3 * b.height * b.width * sizeof(float));
   ex.set(e.d.gt_boxes, gt);
   ex.set(e.d.gt_labels, labels);
@@ -169,6 +175,22 @@ std::vector<std::vector<Detection>> DetectorSession::detect(const Batch& b, floa
     }
   }
   return out;
+}
+
+Tensor DetectorSession::gradient(const std::string& name) const {
+  if (ps_.use() != ParamUse::TrainingGradsInArena) return ps_.grad(name);
+  CTDET_CHECK(ps_.has(name), "gradient: no parameter named '", name, "'");
+  CTDET_CHECK(last_train_ != nullptr, "gradient: no training step has run yet (parameter '", name, "')");
+  const Graph& g = last_train_->d.graph;
+  const ValueId v = g.find(name);
+  if (v == kNoValue || g.value(v).grad == kNoValue) {
+    Tensor none;
+    none.shape = ps_.shape(name);
+    none.dtype = ps_.dtype();
+    none.device = device_;
+    return none;
+  }
+  return last_train_->ex->value(g.value(v).grad);
 }
 
 std::string DetectorSession::last_plan_report() const {

@@ -49,10 +49,17 @@ class DetectorSession {
                   size_t memory_budget = 0);
   ~DetectorSession();
 
-  // One forward+backward over a loader batch (images preprocessed, boxes in network pixels). Gradients are
-  // ADDED to the store's gradients (zero them before the first micro-batch of a step). Throws ctdet::Error naming
-  // the image when it has more than cfg.max_gt_boxes boxes or a label outside 1..num_classes.
+  // One forward+backward over a loader batch (images preprocessed, boxes in network pixels). With a store
+  // allocated for ParamUse::Training the gradients are ADDED to the store's gradients (zero them before the first
+  // micro-batch of a step); with ParamUse::TrainingGradsInArena the training graph plans them in its arena
+  // (param_gradients_to_arena) and each step writes them afresh: read them with gradient(). Throws ctdet::Error
+  // naming the image when it has more than cfg.max_gt_boxes boxes or a label outside 1..num_classes.
   StepLosses train_step(const Batch& batch, int32_t seed);
+
+  // The gradient of parameter `name` after train_step: the store's view (ParamUse::Training), or the view into
+  // the last training graph's arena (ParamUse::TrainingGradsInArena), valid until the next train_step; a Tensor
+  // with data == nullptr when that graph gives the parameter no gradient (the optimizer treats it as zero).
+  Tensor gradient(const std::string& name) const;
 
   // Detections with score >= score_threshold for each image of the batch, boxes in original-image pixels
   // (the batch samples' scales), labels 1-based, image_id from the samples.
@@ -86,6 +93,7 @@ class DetectorSession {
   size_t budget_;
   std::map<std::tuple<bool, int, int, int>, std::unique_ptr<Entry>> cache_;
   Entry* last_ = nullptr;
+  Entry* last_train_ = nullptr;
 };
 
 }  // namespace ctdet

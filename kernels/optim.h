@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/optim_math.h"
 #if CTDET_WITH_CUDA
@@ -38,7 +39,48 @@ double clip_by_global_norm_cpu(double clip, int k, T* const* grads /*k x (sizes[
 template <typename T>
 bool clip_by_tensor_norm_cpu(double clip, int k, T* const* grads, const int64_t* sizes, double* norms /*(k) or null*/);
 
+// ---- multi-tensor form: one step over a list of tensors ----------------------------------------------------
+// k tensors var[i], accum[i], grad[i] of sizes[i] values each. grad[i] may be null: that parameter got no
+// gradient this step (a zero gradient: its momentum still decays, var moves by lr * momentum * accum).
+// Clipping covers the non-null gradients, as clip_by_global_norm (per_tensor false) or clip_by_tensor_norm;
+// norms receives 1 value (global) or k (per tensor; 0 for a null gradient). When any norm is non-finite no
+// parameter or momentum changes (per tensor: finite gradients may be scaled) and false is returned.
+template <typename T>
+bool clipped_sgd_update_list_cpu(const SgdParams& p, double clip, bool per_tensor, int k, T* const* var,
+                                 T* const* accum, T* const* grad, const int64_t* sizes, double* norms);
+
+// The CUDA form runs in fixed chunks of at most kListChunk values, each inside one tensor, so a whole list
+// takes one launch per phase however many tensors it has. A tensor's chunks are consecutive.
+constexpr int kListChunk = 16384;
+struct ListChunk {
+  int32_t tensor = 0;  // index into the list
+  int32_t len = 0;     // values in this chunk (1..kListChunk)
+  int64_t start = 0;   // first value, within the tensor
+};
+struct ListTensor {
+  float* var = nullptr;
+  float* accum = nullptr;
+  const float* grad = nullptr;  // null: zero gradient
+  int64_t n = 0;
+};
+// The chunks of a list with these sizes; first_chunk (k + 1 values) gets each tensor's first chunk index and the
+// total at the end. Throws for a negative size.
+std::vector<ListChunk> list_chunks(int k, const int64_t* sizes, std::vector<int64_t>* first_chunk);
+
 #if CTDET_WITH_CUDA
+// Phase 1 of a multi-tensor step on the device (tables in device memory, as list_chunks gives them).
+// norms (device): 1 value (global) or k (per tensor), the L2 norms of the gradients, sums of squares in double
+// per chunk, then in fixed order (deterministic). workspace: clip_list_workspace_bytes_cuda.
+size_t clip_list_workspace_bytes_cuda(int k, int64_t n_chunks);
+void clip_norms_list_cuda(CudaContext& ctx, bool per_tensor, int k, const ListTensor* tensors, int64_t n_chunks,
+                          const ListChunk* chunks, const int64_t* first_chunk, float* norms, void* workspace);
+// Phase 2, after the caller checked the norms on the host: each gradient scaled by clip_factor(its norm, clip)
+// (the global norm, or its tensor's), then the SGD momentum step, one fused pass; the gradients are not written.
+// A non-finite norm leaves its tensors untouched.
+void clipped_sgd_update_list_cuda(CudaContext& ctx, const SgdParams& p, double clip, bool per_tensor,
+                                  const ListTensor* tensors, int64_t n_chunks, const ListChunk* chunks,
+                                  const float* norms);
+
 void sgd_momentum_update_cuda(CudaContext& ctx, const SgdParams& p, int64_t n, float* var, float* accum,
                               const float* grad);
 // Scratch for the clipping kernels: fixed per-tensor partial sums (doubles) plus one slot per tensor.

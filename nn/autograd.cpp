@@ -80,4 +80,32 @@ ValueId backward(Graph& g, ValueId loss) {
   return seed;
 }
 
+int param_gradients_to_arena(Graph& g) {
+  std::vector<char> moved(size_t(g.num_values()), 0);
+  int n = 0;
+  for (ValueId v = 0; v < g.num_values(); ++v) {
+    if (g.value(v).kind != ValueKind::ParamGradient) continue;
+    Value& x = g.value_mut(v);
+    x.kind = ValueKind::ArenaParamGradient;
+    x.keep = true;
+    moved[size_t(v)] = 1;
+    ++n;
+  }
+  // The first writer of each moved gradient (in schedule order) overwrites; later ones keep adding.
+  for (int i = 0; i < g.num_nodes(); ++i) {
+    Node& nd = g.node_mut(i);
+    for (size_t k = 0; k < nd.outputs.size(); ++k) {
+      const ValueId o = nd.outputs[k];
+      if (!moved[size_t(o)]) continue;
+      if (moved[size_t(o)] == 1) {
+        nd.accumulate[k] = 0;
+        moved[size_t(o)] = 2;
+      }
+    }
+  }
+  for (ValueId v = 0; v < g.num_values(); ++v)
+    CTDET_CHECK(moved[size_t(v)] != 1, "param_gradients_to_arena: no node writes ", g.describe(v));
+  return n;
+}
+
 }  // namespace ctdet

@@ -41,4 +41,12 @@ class GradBuilder {
 // After it, g.value(v).grad names each value's gradient (parameters: a ParamGradient value).
 ValueId backward(Graph& g, ValueId loss);
 
+// After backward(): moves every parameter gradient out of the ParamStore into the planned arena
+// (ValueKind::ArenaParamGradient). Its first writer overwrites instead of adding, so nothing needs zeroing,
+// and it stays live from that write to the end of the schedule, where the optimizer reads it
+// (Executor::value). A step then holds each gradient only from the point backward produces it, as PyTorch's
+// zero_grad(set_to_none=True) does, instead of a whole store block for the whole step. Gradients no longer
+// add up across runs: use it for steps of one micro-batch. Returns the number of gradients moved.
+int param_gradients_to_arena(Graph& g);
+
 }  // namespace ctdet

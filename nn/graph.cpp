@@ -11,6 +11,7 @@ const char* value_kind_name(ValueKind k) {
     case ValueKind::Activation: return "activation";
     case ValueKind::Gradient: return "gradient";
     case ValueKind::ParamGradient: return "param-gradient";
+    case ValueKind::ArenaParamGradient: return "arena-param-gradient";
   }
   return "?";
 }

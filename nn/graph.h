@@ -20,6 +20,10 @@ enum class ValueKind {
   Activation,     // forward intermediate (planned)
   Gradient,       // gradient of an activation or input (planned)
   ParamGradient,  // gradient of a parameter: the ParamStore's gradient buffer (accumulates)
+  // Gradient of a parameter planned in the arena (param_gradients_to_arena): its first contribution
+  // overwrites, the rest add; it lives from that first write to the end of the step, where the optimizer
+  // reads it through the executor. No store block, no zeroing, no accumulation across runs.
+  ArenaParamGradient,
 };
 const char* value_kind_name(ValueKind k);
 

@@ -35,8 +35,10 @@ void ParamStore::allocate(ParamUse use) {
   params_.zero();
   if (use == ParamUse::Training) {
     grads_.allocate(device_, bytes);
-    momentum_.allocate(device_, bytes);
     grads_.zero();
+  }
+  if (use != ParamUse::Inference) {
+    momentum_.allocate(device_, bytes);
     momentum_.zero();
   }
   use_ = use;
@@ -45,9 +47,12 @@ void ParamStore::allocate(ParamUse use) {
 
 const DeviceBuffer& ParamStore::training_block(int which, const std::string& name) const {
   CTDET_CHECK(allocated_, "parameter store not allocated");
-  CTDET_CHECK(use_ == ParamUse::Training, "parameter store allocated for inference has no ",
-              which == 1 ? "gradients" : "momentum", name.empty() ? std::string() : " (parameter '" + name + "')",
-              ": allocate it with ParamUse::Training to train");
+  const std::string what = name.empty() ? std::string() : " (parameter '" + name + "')";
+  CTDET_CHECK(use_ != ParamUse::Inference, "parameter store allocated for inference has no ",
+              which == 1 ? "gradients" : "momentum", what, ": allocate it with ParamUse::Training to train");
+  CTDET_CHECK(which != 1 || use_ == ParamUse::Training, "parameter store allocated with "
+              "ParamUse::TrainingGradsInArena has no gradients", what,
+              ": the training graph plans them in its arena (read them through the executor)");
   return which == 1 ? grads_ : momentum_;
 }
 DeviceBuffer& ParamStore::training_block(int which, const std::string& name) {

@@ -1,7 +1,9 @@
 // ParamStore: the named parameters, their gradients and the optimizer state, one block each.
 // Gradients accumulate across micro-batches; zero_grads() clears them (the optimizer calls it).
 // A store allocated for inference (ParamUse::Inference) holds the parameters only: a third of the memory; asking it
-// for gradients or momentum is an error naming the parameter.
+// for gradients or momentum is an error naming the parameter. ParamUse::TrainingGradsInArena holds parameters
+// and momentum: the training graph plans the gradients in its arena (param_gradients_to_arena, nn/autograd.h),
+// so asking the store for gradients is an error.
 #pragma once
 #include <map>
 #include <string>
@@ -12,7 +14,7 @@
 
 namespace ctdet {
 
-enum class ParamUse { Training, Inference };
+enum class ParamUse { Training, Inference, TrainingGradsInArena };
 
 class ParamStore {
  public:
@@ -22,7 +24,9 @@ class ParamStore {
   void declare_from(const Graph& g);                           // every parameter of the graph
   void allocate(ParamUse use = ParamUse::Training);            // zero-filled
   bool allocated() const { return allocated_; }
-  bool has_training_state() const { return allocated_ && use_ == ParamUse::Training; }
+  bool has_training_state() const { return allocated_ && use_ != ParamUse::Inference; }  // momentum
+  ParamUse use() const { return use_; }
+  bool has_gradients() const { return allocated_ && use_ == ParamUse::Training; }
 
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   Tensor param(const std::string& name) const { return view(name, params_); }
@@ -33,8 +37,11 @@ class ParamStore {
 
   int64_t numel() const { return total_numel_; }
   size_t bytes() const { return size_t(total_numel_) * dtype_size(dtype_); }  // one block (the parameters)
-  // Bytes this store holds: 3 blocks for training (parameters, gradients, momentum), 1 for inference.
-  size_t allocated_bytes() const { return allocated_ ? bytes() * (use_ == ParamUse::Training ? 3 : 1) : 0; }
+  // Bytes this store holds: 3 blocks for training (parameters, gradients, momentum), 2 when the gradients are
+  // in the arena, 1 for inference.
+  size_t allocated_bytes() const {
+    return allocated_ ? bytes() * (use_ == ParamUse::Training ? 3 : use_ == ParamUse::Inference ? 1 : 2) : 0;
+  }
   Device device() const { return device_; }
   DType dtype() const { return dtype_; }
 
@@ -54,7 +61,7 @@ class ParamStore {
     int64_t offset = 0;  // elements
   };
   size_t at(const std::string& name) const;
-  // grads_ (which 1) or momentum_ (which 2); throws for a store allocated for inference.
+  // grads_ (which 1) or momentum_ (which 2); throws for a store without that block.
   const DeviceBuffer& training_block(int which, const std::string& name) const;
   DeviceBuffer& training_block(int which, const std::string& name);
   Tensor view(const std::string& name, const DeviceBuffer& b) const;

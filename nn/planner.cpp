@@ -179,7 +179,8 @@ std::string find_overlap(const std::vector<BufferReq>& bufs, const std::vector<s
 // ---- planning a graph ----------------------------------------------------------------------------
 
 static bool planned_kind(ValueKind k) {
-  return k == ValueKind::Input || k == ValueKind::Activation || k == ValueKind::Gradient;
+  return k == ValueKind::Input || k == ValueKind::Activation || k == ValueKind::Gradient ||
+         k == ValueKind::ArenaParamGradient;
 }
 
 MemoryPlan plan_memory(const Graph& g, const PlanOptions& opt) {
@@ -213,8 +214,9 @@ MemoryPlan plan_memory(const Graph& g, const PlanOptions& opt) {
     }
     if (x.kind == ValueKind::Param) p.param_bytes += x.bytes();
     if (x.kind == ValueKind::ParamGradient) p.grad_bytes += x.bytes();
+    if (x.kind == ValueKind::ArenaParamGradient) p.arena_grad_bytes += x.bytes();
   }
-  p.optimizer_bytes = p.grad_bytes;  // SGD momentum: one slot per trained parameter
+  p.optimizer_bytes = p.grad_bytes + p.arena_grad_bytes;  // SGD momentum: one slot per trained parameter
   p.value_last_use = last;
 
   // One buffer per planned value, then in-place merges.
@@ -294,7 +296,11 @@ std::string MemoryPlan::report(const Graph& g, int top) const {
   auto line = [&](const std::string& k, const std::string& v) { s += str("  ", k, std::string(k.size() < 34 ? 34 - k.size() : 2, ' '), v, "\n"); };
   s += "memory plan\n";
   line("parameters", format_bytes(param_bytes));
-  line("parameter gradients", format_bytes(grad_bytes));
+  if (arena_grad_bytes)
+    line("parameter gradients", str(format_bytes(arena_grad_bytes), " in the arena (each from its first write in "
+                                    "backward to the update)"));
+  else
+    line("parameter gradients", format_bytes(grad_bytes));
   line("optimizer state (momentum)", format_bytes(optimizer_bytes));
   line("activations + workspace (arena)", str(format_bytes(arena_bytes), "  [", heuristic, "; sweep ",
                                              format_bytes(sweep_peak), ", greedy ", format_bytes(greedy_peak), "]"));

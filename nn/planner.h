@@ -65,6 +65,7 @@ struct MemoryPlan {
   size_t workspace_cap = 0;
   size_t max_workspace = 0;
   size_t param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0;
+  size_t arena_grad_bytes = 0;  // parameter gradients planned in the arena (param_gradients_to_arena), in arena_bytes
 
   size_t total_bytes() const { return arena_bytes + param_bytes + grad_bytes + optimizer_bytes; }
   // The human-readable report: totals, and the largest values live at the peak node by name.

@@ -662,6 +662,76 @@ TEST(Optim, NonFiniteNormIsReportedNotApplied) {
   expect_error([&] { clip_by_global_norm_cpu<float>(0.0, 2, ptrs, sizes); }, "clip_by_global_norm: clip norm");
 }
 
+// The multi-tensor step against its definition written out by hand: clip over the non-null gradients (global
+// or per tensor), then w -= lr * (m * acc + g) with g = 0 for a null gradient (its momentum still decays).
+TEST(Optim, ListStepMatchesTheDefinitionWithNullGradients) {
+  for (bool per_tensor : {false, true}) {
+    Vec w0 = {1.0, -2.0, 0.5, 3.0, 0.25, -1.0, 2.0}, a0 = {0.1, 0.2, -0.3, 0.0, 0.5, 0.05, -0.5};
+    Vec g0 = {3.0, 4.0, 0.0, 6.0, 8.0, 0.0, 0.0};  // tensors: [0,2) [2,3) (null) [3,5) [5,7) (null)
+    Vec w = w0, a = a0, g = g0;
+    int64_t sizes[4] = {2, 1, 2, 2};
+    double* var[4] = {w.data(), w.data() + 2, w.data() + 3, w.data() + 5};
+    double* acc[4] = {a.data(), a.data() + 2, a.data() + 3, a.data() + 5};
+    double* grad[4] = {g.data(), nullptr, g.data() + 3, nullptr};
+    SgdParams sp{0.1, 0.9, 0.0};
+    const double clip = 5.0;
+    double norms[4] = {-1, -1, -1, -1};
+    ASSERT_TRUE(clipped_sgd_update_list_cpu<double>(sp, clip, per_tensor, 4, var, acc, grad, sizes, norms));
+    // By hand: norms 5 and 10 (global sqrt(125)).
+    std::vector<double> f(7, 0.0);
+    if (per_tensor) {
+      EXPECT_DOUBLE_EQ(norms[0], 5.0);
+      EXPECT_EQ(norms[1], 0.0);
+      EXPECT_DOUBLE_EQ(norms[2], 10.0);
+      EXPECT_EQ(norms[3], 0.0);
+      f = {1.0, 1.0, 0.0, 0.5, 0.5, 0.0, 0.0};
+    } else {
+      EXPECT_NEAR(norms[0], std::sqrt(125.0), 1e-14);
+      const double k = 5.0 / std::sqrt(125.0);
+      f = {k, k, 0.0, k, k, 0.0, 0.0};
+    }
+    double err = 0;
+    for (size_t i = 0; i < 7; ++i) {
+      const double gi = g0[i] * f[i];
+      const double ai = 0.9 * a0[i] + gi;
+      err = std::max({err, std::fabs(a[i] - ai), std::fabs(w[i] - (w0[i] - 0.1 * ai))});
+    }
+    std::printf("[err] list step (%s clip) vs hand: max %.3g\n", per_tensor ? "per-tensor" : "global", err);
+    EXPECT_LT(err, 1e-15);
+  }
+  // A non-finite gradient: nothing moves, false.
+  std::vector<float> w = {1.f, 2.f}, a = {0.5f, 0.5f}, g = {std::numeric_limits<float>::infinity(), 1.f};
+  int64_t n = 2;
+  float *vp = w.data(), *ap = a.data(), *gp = g.data();
+  double norm = 0;
+  EXPECT_FALSE(clipped_sgd_update_list_cpu<float>(SgdParams{0.1, 0.9, 0.0}, 1.0, false, 1, &vp, &ap, &gp, &n, &norm));
+  EXPECT_TRUE(std::isinf(norm));
+  EXPECT_EQ(w, (std::vector<float>{1.f, 2.f}));
+  EXPECT_EQ(a, (std::vector<float>{0.5f, 0.5f}));
+}
+
+TEST(Optim, ListChunksCoverEachTensorInOrder) {
+  const int64_t sizes[5] = {0, 1, kListChunk, kListChunk + 1, 3 * kListChunk - 7};
+  std::vector<int64_t> first;
+  const std::vector<ListChunk> c = list_chunks(5, sizes, &first);
+  ASSERT_EQ(first.size(), 6u);
+  EXPECT_EQ(first, (std::vector<int64_t>{0, 0, 1, 2, 4, 7}));
+  ASSERT_EQ(c.size(), 7u);
+  for (int t = 0; t < 5; ++t) {
+    int64_t covered = 0;
+    for (int64_t i = first[size_t(t)]; i < first[size_t(t) + 1]; ++i) {
+      EXPECT_EQ(c[size_t(i)].tensor, t);
+      EXPECT_EQ(c[size_t(i)].start, covered);
+      EXPECT_GE(c[size_t(i)].len, 1);
+      EXPECT_LE(c[size_t(i)].len, kListChunk);
+      covered += c[size_t(i)].len;
+    }
+    EXPECT_EQ(covered, sizes[t]) << "tensor " << t;
+  }
+  const int64_t bad[1] = {-1};
+  expect_error([&] { list_chunks(1, bad, nullptr); }, "list_chunks: sizes[0]");
+}
+
 TEST(Optim, ClipByTensorNormByHand) {
   Vec a = {3.0, 4.0}, b = {0.3, 0.4}, c = {6.0, 8.0};
   int64_t sizes[3] = {2, 2, 2};

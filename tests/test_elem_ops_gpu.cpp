@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -413,5 +414,93 @@ TEST(ElemOpsGpu, SgdAndClipping) {
   VecF after = dbad.download();
   EXPECT_EQ(after[0], 1.f);
   EXPECT_EQ(after[2], 3.f);
+#endif
+}
+
+// The multi-tensor step (one launch per phase): CUDA against the CPU list step, over ResNet-like tensors some of
+// which span several chunks, with null gradients (zero: momentum decays), both clip modes, two steps each;
+// the clip is active in both. Then a non-finite gradient: reported, and the host skips the update.
+TEST(ElemOpsGpu, ListClippedSgdMatchesCpu) {
+  CTDET_REQUIRE_GPU();
+#if CTDET_WITH_CUDA
+  CudaContext ctx(0);
+  const std::vector<int64_t> sizes = {2048 * 512, 512, 0, 1024 * 256 * 9, 91, 7 * kListChunk + 3, 64};
+  const std::vector<bool> has_grad = {true, true, true, true, false, true, false};
+  const int k = int(sizes.size());
+  for (bool per_tensor : {false, true}) {
+    std::vector<VecF> hv, ha, hg;
+    std::vector<std::unique_ptr<DevBuf<float>>> dv, da, dg;
+    for (int i = 0; i < k; ++i) {
+      hv.push_back(random_vec<float>(sizes[i], 80 + i, -1, 1));
+      ha.push_back(random_vec<float>(sizes[i], 90 + i, -0.1, 0.1));
+      hg.push_back(random_vec<float>(sizes[i], 100 + i, -0.05, 0.05));
+      dv.push_back(std::make_unique<DevBuf<float>>(hv.back()));
+      da.push_back(std::make_unique<DevBuf<float>>(ha.back()));
+      dg.push_back(std::make_unique<DevBuf<float>>(hg.back()));
+    }
+    std::vector<float*> pv, pa, pg;
+    std::vector<ListTensor> lt;
+    for (int i = 0; i < k; ++i) {
+      pv.push_back(hv[i].data());
+      pa.push_back(ha[i].data());
+      pg.push_back(has_grad[i] ? hg[i].data() : nullptr);
+      lt.push_back(ListTensor{dv[i]->p, da[i]->p, has_grad[i] ? dg[i]->p : nullptr, sizes[i]});
+    }
+    std::vector<int64_t> first;
+    const std::vector<ListChunk> chunks = list_chunks(k, sizes.data(), &first);
+    DevBuf<ListTensor> dlt(lt);
+    DevBuf<ListChunk> dch(chunks);
+    DevBuf<int64_t> dfirst(first);
+    DevBuf<char> ws(clip_list_workspace_bytes_cuda(k, int64_t(chunks.size())));
+    DevBuf<float> dnorm{static_cast<size_t>(k)};
+    const double clip = per_tensor ? 0.5 : 5.0;
+    const SgdParams sp{0.01, 0.9, 0.0};
+    for (int step = 0; step < 2; ++step) {
+      // The gradients are re-read each step (the CPU scales its copy in place): reset both sides.
+      for (int i = 0; i < k; ++i) {
+        hg[i] = random_vec<float>(sizes[i], 200 + 10 * step + i, -0.05, 0.05);
+        pg[i] = has_grad[i] ? hg[i].data() : nullptr;
+        dg[i]->upload(hg[i]);
+      }
+      std::vector<double> norms_cpu(size_t(k), 0.0);
+      ASSERT_TRUE(clipped_sgd_update_list_cpu<float>(sp, clip, per_tensor, k, pv.data(), pa.data(), pg.data(),
+                                                     sizes.data(), norms_cpu.data()));
+      clip_norms_list_cuda(ctx, per_tensor, k, dlt.p, int64_t(chunks.size()), dch.p, dfirst.p, dnorm.p, ws.p);
+      ctx.synchronize();
+      const VecF norms_gpu = dnorm.download();
+      for (int i = 0; i < (per_tensor ? k : 1); ++i) {
+        std::printf("[err] list %s norm[%d] step %d: gpu %.8f cpu %.8f\n", per_tensor ? "tensor" : "global", i, step,
+                    norms_gpu[size_t(i)], norms_cpu[size_t(i)]);
+        EXPECT_NEAR(norms_gpu[size_t(i)], norms_cpu[size_t(i)], 1e-6 * std::max(1.0, norms_cpu[size_t(i)]));
+        if (!per_tensor || (has_grad[size_t(i)] && sizes[size_t(i)] > 0)) {
+          EXPECT_GT(norms_cpu[size_t(i)], clip);  // the clip is active
+        }
+      }
+      clipped_sgd_update_list_cuda(ctx, sp, clip, per_tensor, dlt.p, int64_t(chunks.size()), dch.p, dnorm.p);
+      ctx.synchronize();
+    }
+    for (int i = 0; i < k; ++i) {
+      const std::string what = std::string(per_tensor ? "tensor" : "global") + " list tensor " + std::to_string(i);
+      expect_close(what + " var", dv[i]->download(), hv[i], 1e-6);
+      expect_close(what + " accum", da[i]->download(), ha[i], 1e-6);
+    }
+  }
+  // Non-finite: the norm says so and the fused update leaves everything as it was even if called.
+  VecF v = {1.f, 2.f, 3.f}, a = {0.5f, 0.5f, 0.5f}, g = {1.f, std::numeric_limits<float>::quiet_NaN(), 3.f};
+  DevBuf<float> dv(v), da(a), dg(g);
+  const int64_t n = 3;
+  std::vector<int64_t> first;
+  const std::vector<ListChunk> chunks = list_chunks(1, &n, &first);
+  DevBuf<ListTensor> dlt(std::vector<ListTensor>{ListTensor{dv.p, da.p, dg.p, n}});
+  DevBuf<ListChunk> dch(chunks);
+  DevBuf<int64_t> dfirst(first);
+  DevBuf<char> ws(clip_list_workspace_bytes_cuda(1, int64_t(chunks.size())));
+  DevBuf<float> dnorm(1);
+  clip_norms_list_cuda(ctx, false, 1, dlt.p, int64_t(chunks.size()), dch.p, dfirst.p, dnorm.p, ws.p);
+  clipped_sgd_update_list_cuda(ctx, SgdParams{0.1, 0.9, 0.0}, 1.0, false, dlt.p, int64_t(chunks.size()), dch.p, dnorm.p);
+  ctx.synchronize();
+  EXPECT_TRUE(std::isnan(dnorm.download()[0]));
+  EXPECT_EQ(dv.download(), v);
+  EXPECT_EQ(da.download(), a);
 #endif
 }

@@ -136,6 +136,58 @@ TEST(Autograd, ParameterGradientsAccumulateOntoPrefill) {
   EXPECT_EQ(ps.get<double>("W1", 1), g1);
 }
 
+// param_gradients_to_arena: the same gradients as the store (bitwise; W1 is written by two nodes, so its
+// first contribution must overwrite and the second add), no accumulation across runs, no store gradients, and
+// each gradient planned from its first write to the end of the schedule.
+TEST(Autograd, ParameterGradientsInTheArenaEqualTheStoresAndDoNotAccumulate) {
+  Composite ref(DType::F64), m(DType::F64);
+  ParamStore ps_ref(Device::CPU, DType::F64), ps(Device::CPU, DType::F64);
+  ps_ref.declare_from(ref.g);
+  ps.declare_from(m.g);
+  ps_ref.allocate();
+  ps.allocate(ParamUse::TrainingGradsInArena);
+  init_params<double>(ps_ref, 3);
+  init_params<double>(ps, 3);
+  EXPECT_EQ(param_gradients_to_arena(m.g), 3);
+  MemoryPlan plan_ref = plan_memory(ref.g, {}), plan = plan_memory(m.g, {});
+  EXPECT_EQ(plan.grad_bytes, 0u);
+  EXPECT_EQ(plan.arena_grad_bytes, plan_ref.grad_bytes);
+  EXPECT_EQ(plan.optimizer_bytes, plan_ref.optimizer_bytes);
+  Executor ex_ref(ref.g, plan_ref, ps_ref, Device::CPU), ex(m.g, plan, ps, Device::CPU);
+  ex.debug = true;  // poisons dead buffers with NaN: a gradient freed before the end would show
+  auto x = tu::random_vec<double>(12, 5), x2 = tu::random_vec<double>(12, 6);
+  const double l_ref = run_loss(ref, ex_ref, x, x2);
+  for (int run = 0; run < 2; ++run) {  // the second run must not add onto the first
+    EXPECT_EQ(run_loss(m, ex, x, x2), l_ref);
+    for (const char* n : {"W1", "b1", "W2"}) {
+      const ValueId gv = m.g.value(m.g.find(n)).grad;
+      ASSERT_NE(gv, kNoValue) << n;
+      EXPECT_EQ(m.g.value(gv).kind, ValueKind::ArenaParamGradient) << n;
+      EXPECT_EQ(ex.get<double>(gv), ps_ref.get<double>(n, 1)) << n << " run " << run;
+      // Planned from the node that first writes it to the last node.
+      const BufferReq& b = plan.buffers[size_t(plan.value_buffer[size_t(gv)])];
+      int first_writer = -1;
+      for (int i = 0; i < m.g.num_nodes() && first_writer < 0; ++i)
+        for (ValueId o : m.g.node(i).outputs)
+          if (o == gv) first_writer = i;
+      EXPECT_EQ(b.first, first_writer) << n;
+      EXPECT_EQ(b.last, m.g.num_nodes() - 1) << n;
+    }
+  }
+  std::printf("[info] gradients in the arena: %zu B of %zu B in the store before; arena %zu B (was %zu B)\n",
+              plan.arena_grad_bytes, plan_ref.grad_bytes, plan.arena_bytes, plan_ref.arena_bytes);
+  try {
+    ps.grad("W1");
+    ADD_FAILURE() << "a store allocated for gradients in the arena handed out a gradient";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("W1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("arena"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(ps.allocated_bytes(), 2 * ps.bytes());
+  EXPECT_TRUE(ps.has_training_state());
+  EXPECT_FALSE(ps.has_gradients());
+}
+
 TEST(Graph, ShapeMismatchNamesBothValuesAndShapes) {
   Graph g;
   ValueId a = g.input("image", {1, 3, 8, 8});

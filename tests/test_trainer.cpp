@@ -22,6 +22,7 @@
 #include "io/tb_events.h"
 #include "io/tfrecord.h"
 #include "io/via.h"
+#include "kernels/optim.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
@@ -340,6 +341,76 @@ TEST(Trainer, AccumulatedStepMatchesAHandComputedClippedSgdUpdate) {
   EXPECT_LT(merr, 1e-5 * mscale);
   EXPECT_EQ(r.history[0].losses.total, loss);
   EXPECT_NEAR(r.history[0].grad_norm, norm, 1e-5 * norm);
+}
+
+// One micro-batch per step (the default) keeps the gradients in the training graph's arena: the store holds
+// parameters and momentum only, and two clipped steps give the same bits as the store's gradient block (the
+// path grad_accumulation > 1 takes) driven by hand with the same multi-tensor update.
+TEST(Trainer, GradientsInTheArenaGiveTheStoresBitsWithoutItsGradientBlock) {
+  const RunConfig cfg = tiny_config(2, {"train.grad_clip_norm=0.5"});
+  ASSERT_EQ(cfg.train.grad_accumulation, 1);
+  TrainOptions o;
+  o.run_dir = run_dir("arena_grads");
+  const TrainResult r = run_training(cfg, o);
+  ASSERT_EQ(r.reason, StopReason::kCompleted) << r.message;
+  ASSERT_EQ(r.history.size(), 2u);
+  ParamStore ps(Device::CPU);
+  declare_faster_rcnn_params(ps, cfg.model);
+  ps.allocate();  // ParamUse::Training: the store's gradient block
+  load_checkpoint(o.run_dir + "/checkpoints/ckpt-0.safetensors", ps);
+  EXPECT_EQ(r.param_store_bytes, 2 * ps.bytes());  // parameters + momentum
+  DetectorSession session(cfg.model, ps, Device::CPU);
+  LoaderOptions lo;
+  lo.num_threads = 1;
+  lo.batch_size = cfg.train.batch_size;
+  lo.seed = uint64_t(cfg.train.seed);
+  lo.flip_prob = cfg.train.flip ? cfg.train.flip_prob : 0.0;
+  lo.min_side = cfg.model.min_dimension;
+  lo.max_side = cfg.model.max_dimension;
+  lo.norm = input_normalization(cfg.model);
+  lo.num_epochs = 0;
+  DataLoader dl(tfrecord_source(resolve_shards(records_dir(), "train"), cfg.data.class_names), lo);
+  std::vector<float*> var, acc, grad;
+  std::vector<int64_t> sizes;
+  for (const std::string& n : ps.names()) {
+    var.push_back(ps.param(n).ptr<float>());
+    acc.push_back(ps.momentum(n).ptr<float>());
+    grad.push_back(ps.grad(n).ptr<float>());
+    sizes.push_back(ps.param(n).numel());
+  }
+  const bool per_tensor = cfg.train.clip_mode == "per_tensor";
+  for (int step = 1; step <= 2; ++step) {
+    ps.zero_grads();
+    Batch b;
+    ASSERT_TRUE(dl.next(&b));
+    const StepLosses l = session.train_step(b, step_seed(cfg.train.seed, step, 0));
+    EXPECT_TRUE(same_losses(l, r.history[size_t(step - 1)].losses)) << "step " << step;
+    SgdParams sp;
+    sp.lr = cfg.train.lr_at(step - 1);
+    sp.momentum = cfg.train.momentum;
+    std::vector<double> norms(per_tensor ? sizes.size() : 1, 0.0);
+    ASSERT_TRUE(clipped_sgd_update_list_cpu<float>(sp, cfg.train.grad_clip_norm, per_tensor, int(sizes.size()),
+                                                   var.data(), acc.data(), grad.data(), sizes.data(), norms.data()));
+    double sq = 0;
+    for (double v : norms) sq += v * v;
+    std::printf("[info] step %d: gradient norm %.6g (clip %.3g), trainer %.6g\n", step, std::sqrt(sq),
+                cfg.train.grad_clip_norm, r.history[size_t(step - 1)].grad_norm);
+    EXPECT_NEAR(r.history[size_t(step - 1)].grad_norm, std::sqrt(sq), 1e-12 * std::sqrt(sq));
+  }
+  ParamStore ps2(Device::CPU);
+  declare_faster_rcnn_params(ps2, cfg.model);
+  ps2.allocate();
+  load_checkpoint(o.run_dir + "/checkpoints/ckpt-2.safetensors", ps2);
+  const int64_t n = ps.all_params().numel();
+  int64_t wdiff = 0, mdiff = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    wdiff += ps.all_params().ptr<float>()[i] != ps2.all_params().ptr<float>()[i];
+    mdiff += ps.all_momentum().ptr<float>()[i] != ps2.all_momentum().ptr<float>()[i];
+  }
+  std::printf("[err] arena-gradient run vs store-gradient steps: %lld of %lld weights differ, %lld momenta\n",
+              (long long)wdiff, (long long)n, (long long)mdiff);
+  EXPECT_EQ(wdiff, 0);
+  EXPECT_EQ(mdiff, 0);
 }
 
 TEST(Trainer, TensorBoardEventsDecodeWithTheLossTagsAndValues) {

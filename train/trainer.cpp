@@ -24,6 +24,7 @@
 #include "nn/planner.h"
 #include "train/checkpoint.h"
 #include "train/evaluation.h"
+#include "train/optimizer.h"
 #include "train/train_log.h"
 #if CTDET_WITH_CUDA
 #include "nn/cuda_context.h"
@@ -165,93 +166,6 @@ double term_value(const StepLosses& l, const std::string& term) {
   if (term == "loss_box_reg") return l.box;
   return l.total;
 }
-
-// Gradient clipping + SGD momentum over the whole store, on the store's device. Returns the global gradient
-// norm (before clipping); a non-finite norm means nothing was changed.
-class Optimizer {
- public:
-  Optimizer(ParamStore& ps, CudaContext* cuda, const TrainConfig& tc) : ps_(ps), cuda_(cuda), tc_(tc) {
-    CTDET_CHECK(ps.dtype() == DType::F32, "train: the optimizer expects a float32 parameter store");
-    per_tensor_ = tc.clip_mode == "per_tensor";
-    if (per_tensor_) {
-      for (const std::string& n : ps.names()) {
-        sizes_.push_back(ps.grad(n).numel());
-        grads_.push_back(ps.grad(n).ptr<float>());
-      }
-    } else {
-      sizes_.push_back(ps.all_grads().numel());
-      grads_.push_back(ps.all_grads().ptr<float>());
-    }
-#if CTDET_WITH_CUDA
-    if (ps.device() == Device::CUDA) {
-      CTDET_CHECK(cuda_ != nullptr, "train: CUDA parameter store without a CUDA context");
-      const size_t ws = clip_workspace_bytes_cuda(int(sizes_.size()), sizes_.data());
-      workspace_.allocate(Device::CUDA, std::max<size_t>(ws, 256));
-      norms_dev_.allocate(Device::CUDA, sizes_.size() * sizeof(float));
-    }
-#endif
-  }
-
-  // accumulation: micro-batches summed into the gradients (see trainer.h: clip * A, lr / A).
-  double step(double lr, int accumulation) {
-    const double A = double(accumulation);
-    // clip 0 = no clipping: still measure the norm (NaN/Inf detection, logs) with a threshold never reached.
-    const double clip = tc_.grad_clip_norm > 0 ? tc_.grad_clip_norm * A : std::numeric_limits<double>::max();
-    const int k = int(sizes_.size());
-    double norm = 0;
-    std::vector<double> norms(size_t(k), 0.0);
-    if (ps_.device() == Device::CPU) {
-      if (per_tensor_) {
-        clip_by_tensor_norm_cpu<float>(clip, k, grads_.data(), sizes_.data(), norms.data());
-      } else {
-        norms[0] = clip_by_global_norm_cpu<float>(clip, k, grads_.data(), sizes_.data());
-      }
-    } else {
-#if CTDET_WITH_CUDA
-      float* nd = static_cast<float*>(norms_dev_.data());
-      if (per_tensor_) clip_by_tensor_norm_cuda(*cuda_, clip, k, grads_.data(), sizes_.data(), nd, workspace_.data());
-      else clip_by_global_norm_cuda(*cuda_, clip, k, grads_.data(), sizes_.data(), nd, workspace_.data());
-      cuda_->synchronize();
-      std::vector<float> h(static_cast<size_t>(k), 0.f);
-      copy_to_host(Device::CUDA, h.data(), nd, size_t(k) * sizeof(float));
-      for (int i = 0; i < k; ++i) norms[size_t(i)] = h[size_t(i)];
-#else
-      CTDET_FAIL("train: CUDA parameter store in a build without CUDA");
-#endif
-    }
-    for (double v : norms) norm += v * v;
-    norm = std::sqrt(norm) / A;  // the norm of the averaged gradient
-    if (!std::isfinite(norm)) return norm;  // nothing applied (per tensor: finite tensors may be clipped; the
-                                            // step is abandoned anyway and the gradients are zeroed next step)
-    SgdParams sp;
-    sp.lr = lr / A;
-    sp.momentum = tc_.momentum;
-    sp.weight_decay = 0.0;  // frozen parameters stay bitwise unchanged only without decay (trainer.h)
-    const int64_t n = ps_.all_params().numel();
-    float* var = ps_.all_params().ptr<float>();
-    float* acc = ps_.all_momentum().ptr<float>();
-    const float* g = ps_.all_grads().ptr<float>();
-    if (ps_.device() == Device::CPU) {
-      sgd_momentum_update_cpu<float>(sp, n, var, acc, g);
-    } else {
-#if CTDET_WITH_CUDA
-      sgd_momentum_update_cuda(*cuda_, sp, n, var, acc, g);
-#endif
-    }
-    return norm;
-  }
-
- private:
-  ParamStore& ps_;
-  CudaContext* cuda_;
-  TrainConfig tc_;
-  bool per_tensor_ = false;
-  std::vector<int64_t> sizes_;
-  std::vector<float*> grads_;
-#if CTDET_WITH_CUDA
-  DeviceBuffer workspace_, norms_dev_;
-#endif
-};
 
 void load_init_weights(ParamStore& ps, const std::string& path, RunConsole& con) {
   const SafeTensors st = read_safetensors(path);
@@ -548,8 +462,11 @@ TrainResult run_training(const RunConfig& cfg_in, const TrainOptions& opt) {
 #endif
   ParamStore ps(device);
   declare_faster_rcnn_params(ps, cfg.model);
-  ps.allocate();
-  res.param_store_bytes = ps.bytes() * 3;
+  // One micro-batch per step: the gradients live in the training graph's arena, each from the node that
+  // produces it to the update (param_gradients_to_arena), so the store holds parameters and momentum only.
+  // Several micro-batches add their gradients up across runs: that needs the store's gradient block.
+  ps.allocate(tc.grad_accumulation == 1 ? ParamUse::TrainingGradsInArena : ParamUse::Training);
+  res.param_store_bytes = ps.allocated_bytes();
 
   int64_t start = 0;
   double best_score = kNaN;
@@ -590,7 +507,7 @@ TrainResult run_training(const RunConfig& cfg_in, const TrainOptions& opt) {
 
   const size_t budget = tc.memory_budget.empty() ? 0 : parse_bytes(tc.memory_budget);
   DetectorSession session(cfg.model, ps, device, cuda_ptr, budget);
-  Optimizer optim(ps, cuda_ptr, tc);
+  Optimizer optim(ps, cuda_ptr, tc.momentum, tc.grad_clip_norm, tc.clip_mode == "per_tensor");
 
   // Loader positioned at the first micro-batch of step start + 1.
   const int A = tc.grad_accumulation;
@@ -719,7 +636,7 @@ TrainResult run_training(const RunConfig& cfg_in, const TrainOptions& opt) {
     }
     const int64_t step = res.step + 1;
     const auto t0 = clock::now();
-    ps.zero_grads();
+    if (ps.has_gradients()) ps.zero_grads();  // the arena's gradients are overwritten by each step
     session.profile = step == tc.profile_step;
     StepLosses sum;
     for (int m = 0; m < A; ++m) {
@@ -755,7 +672,7 @@ TrainResult run_training(const RunConfig& cfg_in, const TrainOptions& opt) {
     std::string bad = L.non_finite();
     double gnorm = kNaN;
     if (bad.empty()) {
-      gnorm = optim.step(lr, A);
+      gnorm = optim.step(session, lr, A);
       if (!std::isfinite(gnorm)) bad = "grad_norm";
     }
     const double dt = std::chrono::duration<double>(clock::now() - t0).count();

@@ -28,7 +28,30 @@ fp32, TF32 off, cudnn.benchmark off (as ctdet). CSV on stdout, the same columns 
   model,device,mode,batch,height,width,median_ms,min_ms,images_per_s,peak_mib,rois_per_image
 rois_per_image: ROIs the box head processed per image in the last timed run (a hook on box_roi_pool), so a peer that
 skips its head can never pass unnoticed.
-peak_mib: torch.cuda.max_memory_allocated over the timed runs (0 on CPU).
+peak_mib: CUDA: torch.cuda.max_memory_allocated over the timed runs. CPU: 0, unless --cpu-memory is given; then the
+peak of the bytes held by PyTorch's CPU allocator (c10's DefaultCPUAllocator) during one extra step after the timed
+runs (one training step: zero_grad(set_to_none=True), forward, backward, SGD step; or one no_grad forward), the CPU
+counterpart of max_memory_allocated: it includes everything the step starts with (parameters, FrozenBatchNorm
+buffers, SGD momentum, the images and targets; summed over their storages, each storage once) plus the running total
+of every allocation (+) and free (-) the allocator reports to torch.profiler (profile_memory=True) during the step,
+walked in time order; the previous step's gradients are set to None before the profiled step starts (they would be
+freed by its zero_grad anyway). It counts what CUDA's figure counts: activations, gradients, optimizer state and
+oneDNN's buffers (weight reorders, scratchpad: ideep allocates them through c10's allocator, so they are seen). It
+leaves out memory that does not go through c10's allocator: OpenBLAS's own buffer pool (fixed per thread, mapped once
+at its first call), oneDNN's JIT code and primitive cache, glibc's malloc overhead and the Python objects. Sizes are
+exact bytes (the CUDA allocator rounds each block up to 512 bytes, so CUDA's figure is slightly larger for the same
+tensors). The profiler only records the calling thread: an allocation made inside an OpenMP worker thread would be
+missed. Checked: the measured peak is the same with 1 and 2 threads, and over one step of each of the four CPU cases
+the process's resident high-water mark (glibc MALLOC_MMAP_THRESHOLD_=65536, so freed blocks leave RSS) rose by the
+measured peak minus the bytes live at the start to within 0.7 MiB: nothing sizeable escapes the measurement.
+--self-check-memory checks the measurement against a known allocation pattern. The measured step runs once, after
+the timed runs, so the profiler's overhead does not touch the timings; a breakdown of the training peak (parameters,
+momentum, gradients live at the peak, the rest, and the phase and op at the peak) goes to stderr as a '#' line.
+CPU runs skip training (slow: seconds a step) unless --cpu-train or --cpu-memory is given; both keep CPU at batch 1,
+600x600. Until 2026-11-27 (session 5) the ResNet-101 peer diverged in training (CPU and CUDA alike): from random
+weights its first SGD step made the weights NaN and later steps' heads saw only the 2 ground-truth boxes
+(rois_per_image 2, not 64), so its training timings and peak described that degenerate step (CPU peak 892.7 MiB;
+the healthy step, checked with lr 0, 1053.1 MiB). The trunk now starts with zero_init_residual (see build()).
 The Inception-v2 build checks its own parameter counts against the spec's table (stage 1: 4,250,264 conv weights;
 stage 2: 5,893,120) before timing.
 """
@@ -198,9 +221,13 @@ class TFRPNHead(nn.Module):
 
 def build(model, h, w, rpn_nms):
     if model == "faster_rcnn_resnet101":
-        r = torchvision.models.resnet101(weights=None, norm_layer=FrozenBatchNorm2d) if hasattr(
-            torchvision.models, "ResNet101_Weights") else torchvision.models.resnet101(pretrained=False,
-                                                                                       norm_layer=FrozenBatchNorm2d)
+        # zero_init_residual: each block's last BN scale starts at 0 (the blocks start as identities). Without it
+        # the random 33-block trunk's activations grow block by block, the first SGD step's update is huge and the
+        # weights are NaN from the second step on (the head then saw only the 2 ground-truth boxes). The work per
+        # step is the same dense arithmetic either way.
+        kw = dict(norm_layer=FrozenBatchNorm2d, zero_init_residual=True)
+        r = torchvision.models.resnet101(weights=None, **kw) if hasattr(
+            torchvision.models, "ResNet101_Weights") else torchvision.models.resnet101(pretrained=False, **kw)
         trunk, head, head_channels = C4Trunk(r), C4Head(r), 2048
     else:
         trunk, head, head_channels = InceptionTrunk(), InceptionHead(), 1024
@@ -225,6 +252,115 @@ def build(model, h, w, rpn_nms):
     return m
 
 
+def _storage(t):
+    """(data pointer, bytes) of t's storage: the block the allocator handed out."""
+    st = t.untyped_storage() if hasattr(t, "untyped_storage") else t._storage()
+    return st.data_ptr(), st.nbytes()
+
+
+def live_bytes(tensors):
+    """Bytes of the CPU storages behind tensors, each storage once (views and aliases share one)."""
+    blocks = {}
+    for t in tensors:
+        if t is not None and t.device.type == "cpu":
+            ptr, nb = _storage(t)
+            if nb:
+                blocks[ptr] = max(blocks.get(ptr, 0), nb)
+    return sum(blocks.values())
+
+
+def tensors_in(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from tensors_in(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from tensors_in(v)
+
+
+def cpu_step_peak(fn, live):
+    """Peak bytes held by PyTorch's CPU allocator while fn() runs, counting the storages of live (what is held
+    when fn starts) as held throughout. torch.profiler(profile_memory=True) records one Allocation event per
+    allocation (+bytes) and free (-bytes) the CPU allocator makes on this thread; the events are walked in time order.
+    The allocator also stamps each event with its own running total (total_allocated, updated under its lock): its
+    differences must match the walk's running sum, which checks the order and that no event is missing in between.
+    A free of a block allocated before profiling is reported only if an earlier profiled session saw the block
+    allocated (else the allocator does not know its size); such frees are counted (pre_freed) and should be 0."""
+    from torch.profiler import profile, ProfilerActivity
+    base = live_bytes(live)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    allocs, roots = [], []
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        roots.append(root)
+        stack = [root]
+        while stack:
+            e = stack.pop()
+            if e.tag.name == "Allocation":
+                f = e.extra_fields
+                if f.device.type == "cpu":
+                    allocs.append((e.start_time_ns, len(allocs), f.alloc_size, f.ptr, f.total_allocated, e))
+            stack.extend(reversed(e.children))
+    allocs.sort(key=lambda x: (x[0], x[1]))
+    cur = peak = 0
+    peak_i = -1
+    offsets, sizes, last_alloc, pre_freed = set(), {}, {}, 0
+    for i, (_, _, nb, ptr, total, _) in enumerate(allocs):
+        if nb > 0:
+            sizes[ptr] = nb
+            last_alloc[ptr] = i
+        elif sizes.pop(ptr, None) is None:
+            pre_freed += -nb
+        cur += nb
+        offsets.add(total - cur)
+        if cur > peak:
+            peak, peak_i = cur, i
+    # phase at the peak: backward starts at the first autograd engine task, the optimizer step at SGD.step's range
+    t_bwd = min((r.start_time_ns for r in roots if r.name.startswith("autograd::engine")), default=None)
+    t_opt = min((r.start_time_ns for r in roots if r.name.startswith("Optimizer.step")), default=None)
+    phase, op = "none", ""
+    if peak_i >= 0:
+        t, e = allocs[peak_i][0], allocs[peak_i][5]
+        phase = ("optimizer step" if t_opt is not None and t >= t_opt else
+                 "backward" if t_bwd is not None and t >= t_bwd else "forward")
+        chain = []
+        while e.parent is not None:
+            e = e.parent
+            chain.append(e.name)
+        op = " < ".join(chain[:1] + chain[-1:]) if len(chain) > 1 else "".join(chain)
+    return {"base": base, "peak": base + peak, "events": len(allocs), "consistent": len(offsets) <= 1,
+            "pre_freed": pre_freed, "phase": phase, "op": op, "peak_index": peak_i, "last_alloc": last_alloc,
+            "sizes_at_end": sizes}
+
+
+def self_check_memory():
+    """Known pattern: a 3 MiB tensor live before profiling; inside: +4 MiB, +2 MiB, -4 MiB, +12 MiB (peak: 3 + 2 +
+    12 = 17 MiB + 1 byte), -12 MiB, a 1-byte and an empty tensor, then an op whose temporaries are known (ones 1 MiB,
+    mul 1 MiB)."""
+    pre = torch.empty(3 << 18)  # 3 MiB of float32
+
+    def pattern():
+        a = torch.empty(1 << 20)
+        b = torch.empty(1 << 19)
+        del a
+        u = torch.empty(1, dtype=torch.uint8)
+        z = torch.empty(0)
+        c = torch.empty(3 << 20)
+        del c
+        d = torch.ones(1 << 18) * 2  # 1 MiB temporary + 1 MiB result
+        del b, u, z, d
+
+    r = cpu_step_peak(pattern, [pre, pre[5:]])
+    expected = (3 << 20) + (2 << 20) + 1 + (12 << 20)
+    ok = r["peak"] == expected and r["consistent"] and r["pre_freed"] == 0
+    print(f"self-check-memory: expected {expected} bytes, measured {r['peak']} (live at start {r['base']}, "
+          f"{r['events']} allocator events, order consistent with the allocator's total: {r['consistent']}, "
+          f"frees of unknown blocks: {r['pre_freed']}) -> {'OK' if ok else 'MISMATCH'}")
+    return 0 if ok else 1
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -234,7 +370,14 @@ def main():
     ap.add_argument("--filter", default="")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--rpn-nms", type=float, default=1.0)
+    ap.add_argument("--cpu-memory", action="store_true",
+                    help="CPU: measure peak_mib in one extra profiled step (implies --cpu-train)")
+    ap.add_argument("--cpu-train", action="store_true", help="CPU: run the training cases too (batch 1, 600x600)")
+    ap.add_argument("--self-check-memory", action="store_true",
+                    help="check the CPU peak measurement on a known allocation pattern and exit")
     a = ap.parse_args()
+    if a.self_check_memory:
+        return self_check_memory()
     if a.threads:
         torch.set_num_threads(a.threads)
     cuda = a.device == "cuda"
@@ -252,7 +395,7 @@ def main():
         for train in (True, False):
             for n in (1, 2):
                 for w in (600, 1024):
-                    if not cuda and (n == 2 or w == 1024 or train):
+                    if not cuda and (n == 2 or w == 1024 or (train and not (a.cpu_train or a.cpu_memory))):
                         continue
                     if a.quick and n == 2 and w == 1024:
                         continue
@@ -273,9 +416,8 @@ def main():
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        ms = []
-        for r in range(a.warmup + reps):
-            t0 = time.perf_counter()
+
+        def step():
             if train:
                 opt.zero_grad(set_to_none=True)
                 losses = m(imgs, tgts)
@@ -283,10 +425,17 @@ def main():
                 loss.backward()
                 opt.step()
                 loss.item()
-            else:
-                with torch.no_grad():
-                    out = m(imgs)
-                    out[0]["boxes"].cpu()
+                return losses
+            with torch.no_grad():
+                out = m(imgs)
+                out[0]["boxes"].cpu()
+            return out
+
+        ms = []
+        res = None  # the last step's outputs, held until the next step returns (as before the step was a function)
+        for r in range(a.warmup + reps):
+            t0 = time.perf_counter()
+            res = step()
             if cuda:
                 torch.cuda.synchronize()
             if r >= a.warmup:
@@ -294,6 +443,37 @@ def main():
         ms.sort()
         med = ms[len(ms) // 2]
         peak = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else 0.0
+        if not cuda and a.cpu_memory:
+            # the previous step's gradients go now, not inside the profiled step (see cpu_step_peak: a free of a
+            # block allocated before profiling is not reported); the profiled step's zero_grad is then a no-op
+            opt.zero_grad(set_to_none=True)
+            res = None
+            params = list(m.parameters())
+            momentum = list(tensors_in(list(opt.state.values())))
+            inputs = list(tensors_in(imgs)) + list(tensors_in(tgts))
+            live = params + list(m.buffers()) + momentum + inputs
+            mem = cpu_step_peak(step, live)
+            peak = mem["peak"] / 2 ** 20
+            if not mem["consistent"] or mem["pre_freed"]:
+                print(f"torch_frcnn: warning: CPU memory events inconsistent (order consistent {mem['consistent']}, "
+                      f"frees of unknown blocks {mem['pre_freed']} bytes)", file=sys.stderr)
+            mib = lambda b: f"{b / 2 ** 20:.1f}"
+            p_b, buf_b, mom_b, in_b = live_bytes(params), live_bytes(m.buffers()), live_bytes(momentum), \
+                live_bytes(inputs)
+            grads = [p.grad for p in params if p.grad is not None]
+            grad_blocks = {}
+            for g in grads:
+                ptr, nb = _storage(g)
+                grad_blocks[ptr] = nb
+            g_peak = sum(nb for ptr, nb in grad_blocks.items() if mem["last_alloc"].get(ptr, -1) in
+                         range(mem["peak_index"] + 1))
+            if any(ptr not in mem["last_alloc"] for ptr in grad_blocks):
+                print("torch_frcnn: warning: a gradient's allocation was not seen by the profiler", file=sys.stderr)
+            print(f"# {model} {'train' if train else 'infer'} cpu peak {mib(mem['peak'])} MiB: params {mib(p_b)}, "
+                  f"buffers {mib(buf_b)}, momentum {mib(mom_b)}, inputs {mib(in_b)}, gradients live at the peak "
+                  f"{mib(g_peak)} (of {mib(sum(grad_blocks.values()))}), rest (activations, workspaces) "
+                  f"{mib(mem['peak'] - mem['base'] - g_peak)}; peak in {mem['phase']} at {mem['op']}; "
+                  f"{mem['events']} allocator events", file=sys.stderr, flush=True)
         print(f"{model},{a.device},{'train' if train else 'infer'},{n},{h},{w},{med:.3f},{ms[0]:.3f},"
               f"{1000.0 * n / med:.2f},{peak:.1f},{(seen[-1] / n) if seen else 0:.0f}", flush=True)
         del m, opt

@@ -1,7 +1,9 @@
 // CPU reference for kernels/optim.h.
 #include "kernels/optim.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "nn/error.h"
 
@@ -70,10 +72,67 @@ bool clip_by_tensor_norm_cpu(double clip, int k, T* const* grads, const int64_t*
   return all_finite;
 }
 
+template <typename T>
+bool clipped_sgd_update_list_cpu(const SgdParams& p, double clip, bool per_tensor, int k, T* const* var,
+                                 T* const* accum, T* const* grad, const int64_t* sizes, double* norms) {
+  validate_sgd(p, 0);
+  validate_clip("clipped_sgd_update_list", clip, k, sizes);
+  std::vector<T*> g;
+  std::vector<int64_t> n;
+  std::vector<int> at;  // list index of each non-null gradient
+  for (int i = 0; i < k; ++i)
+    if (grad[i]) {
+      g.push_back(grad[i]);
+      n.push_back(sizes[i]);
+      at.push_back(i);
+    }
+  bool finite = true;
+  if (per_tensor) {
+    std::vector<double> part(g.size(), 0.0);
+    finite = clip_by_tensor_norm_cpu<T>(clip, int(g.size()), g.data(), n.data(), part.data());
+    for (int i = 0; i < k; ++i) norms[i] = 0.0;
+    for (size_t j = 0; j < g.size(); ++j) norms[at[j]] = part[j];
+  } else {
+    norms[0] = clip_by_global_norm_cpu<T>(clip, int(g.size()), g.data(), n.data());
+    finite = std::isfinite(norms[0]);
+  }
+  if (!finite) return false;
+  const T lr = T(p.lr), m = T(p.momentum), wd = T(p.weight_decay);
+  for (int i = 0; i < k; ++i) {
+    if (grad[i]) {
+      sgd_momentum_update_cpu<T>(p, sizes[i], var[i], accum[i], grad[i]);
+      continue;
+    }
+    for (int64_t j = 0; j < sizes[i]; ++j) sgd_momentum_step(var[i][j], accum[i][j], T(0), lr, m, wd);
+  }
+  return true;
+}
+
+std::vector<ListChunk> list_chunks(int k, const int64_t* sizes, std::vector<int64_t>* first_chunk) {
+  CTDET_CHECK(k >= 0, "list_chunks: tensor count must be >= 0, got ", k);
+  std::vector<ListChunk> out;
+  if (first_chunk) first_chunk->assign(size_t(k) + 1, 0);
+  for (int i = 0; i < k; ++i) {
+    CTDET_CHECK(sizes[i] >= 0, "list_chunks: sizes[", i, "] = ", sizes[i], " is negative");
+    if (first_chunk) (*first_chunk)[size_t(i)] = int64_t(out.size());
+    for (int64_t s = 0; s < sizes[i]; s += kListChunk) {
+      ListChunk c;
+      c.tensor = i;
+      c.start = s;
+      c.len = int32_t(std::min<int64_t>(kListChunk, sizes[i] - s));
+      out.push_back(c);
+    }
+  }
+  if (first_chunk) (*first_chunk)[size_t(k)] = int64_t(out.size());
+  return out;
+}
+
 #define CTDET_INSTANTIATE(T)                                                                    \
   template void sgd_momentum_update_cpu<T>(const SgdParams&, int64_t, T*, T*, const T*);        \
   template double clip_by_global_norm_cpu<T>(double, int, T* const*, const int64_t*);           \
-  template bool clip_by_tensor_norm_cpu<T>(double, int, T* const*, const int64_t*, double*);
+  template bool clip_by_tensor_norm_cpu<T>(double, int, T* const*, const int64_t*, double*);             \
+  template bool clipped_sgd_update_list_cpu<T>(const SgdParams&, double, bool, int, T* const*, T* const*,  \
+                                               T* const*, const int64_t*, double*);
 CTDET_INSTANTIATE(float)
 CTDET_INSTANTIATE(double)
 #undef CTDET_INSTANTIATE

@@ -141,4 +141,95 @@ void clip_by_tensor_norm_cuda(CudaContext& ctx, double clip, int k, float* const
   }
 }
 
+// ---- multi-tensor form ---------------------------------------------------------------------------------------
+
+namespace {
+
+// One block per chunk: the sum of squares of its gradient values (0 for a null gradient).
+__global__ void list_sumsq_kernel(const ListTensor* tensors, const ListChunk* chunks, double* partials) {
+  const ListChunk c = chunks[blockIdx.x];
+  const float* g = tensors[c.tensor].grad;
+  double s = 0;
+  if (g)
+    for (int j = threadIdx.x; j < c.len; j += blockDim.x) {
+      const double v = g[c.start + j];
+      s += v * v;
+    }
+  block_sum_store(s, partials + blockIdx.x);
+}
+
+// One block per tensor: the sum of its chunks' partials in chunk order; sums[t], norms[t] = sqrt.
+__global__ void list_tensor_sum_kernel(const int64_t* first_chunk, const double* partials, double* sums,
+                                       float* norms) {
+  const int t = blockIdx.x;
+  const int64_t b = first_chunk[t], e = first_chunk[t + 1];
+  double s = 0;
+  for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x) s += partials[i];
+  block_sum_store(s, sums + t);
+  __syncthreads();
+  if (threadIdx.x == 0) norms[t] = float(sqrt(sums[t]));
+}
+
+// One block per chunk: g * clip_factor (as clip_scale_kernel), then the SGD step (as sgd_kernel).
+__global__ void list_clipped_sgd_kernel(const ListTensor* tensors, const ListChunk* chunks, const float* norms,
+                                        int per_tensor, float clip, float lr, float m, float wd) {
+  const ListChunk c = chunks[blockIdx.x];
+  const ListTensor t = tensors[c.tensor];
+  const float nm = norms[per_tensor ? c.tensor : 0];
+  if (!isfinite(nm)) return;  // the host never asks for this; a non-finite norm must not move anything
+  const float f = clip_factor(nm, clip);
+  for (int j = threadIdx.x; j < c.len; j += blockDim.x) {
+    const int64_t i = c.start + j;
+    float gi = t.grad ? t.grad[i] : 0.f;
+    if (f != 1.f) gi *= f;
+    float v = t.var[i], a = t.accum[i];
+    sgd_momentum_step(v, a, gi, lr, m, wd);
+    t.var[i] = v;
+    t.accum[i] = a;
+  }
+}
+
+}  // namespace
+
+size_t clip_list_workspace_bytes_cuda(int k, int64_t n_chunks) {
+  // chunk partials | per-tensor sums (k) | global sum (1)
+  const size_t b = (size_t(n_chunks) + size_t(k) + 1) * sizeof(double);
+  return (b + 255) / 256 * 256;
+}
+
+void clip_norms_list_cuda(CudaContext& ctx, bool per_tensor, int k, const ListTensor* tensors, int64_t n_chunks,
+                          const ListChunk* chunks, const int64_t* first_chunk, float* norms, void* workspace) {
+  CTDET_CHECK(k >= 0 && n_chunks >= 0, "clip_norms_list (cuda): bad list (", k, " tensors, ", n_chunks, " chunks)");
+  CTDET_CHECK(n_chunks < (int64_t(1) << 31), "clip_norms_list (cuda): ", n_chunks, " chunks exceed a grid");
+  CTDET_CHECK(workspace != nullptr, "clip_norms_list (cuda): workspace is null");
+  double* partials = static_cast<double*>(workspace);
+  double* sums = partials + n_chunks;
+  if (n_chunks > 0) {
+    list_sumsq_kernel<<<unsigned(n_chunks), kNormThreads, 0, ctx.stream>>>(tensors, chunks, partials);
+    CTDET_CUDA_LAUNCH_CHECK("list_sumsq_kernel");
+  }
+  if (per_tensor) {
+    if (k == 0) return;
+    list_tensor_sum_kernel<<<unsigned(k), kNormThreads, 0, ctx.stream>>>(first_chunk, partials, sums, norms);
+    CTDET_CUDA_LAUNCH_CHECK("list_tensor_sum_kernel");
+  } else {
+    sum_kernel<<<1, kNormThreads, 0, ctx.stream>>>(n_chunks, partials, sums + k, norms);
+    CTDET_CUDA_LAUNCH_CHECK("sum_kernel (list global norm)");
+  }
+}
+
+void clipped_sgd_update_list_cuda(CudaContext& ctx, const SgdParams& p, double clip, bool per_tensor,
+                                  const ListTensor* tensors, int64_t n_chunks, const ListChunk* chunks,
+                                  const float* norms) {
+  validate_sgd(p, 0);
+  validate_clip("clipped_sgd_update_list", clip, 0, nullptr);
+  CTDET_CHECK(n_chunks >= 0 && n_chunks < (int64_t(1) << 31), "clipped_sgd_update_list (cuda): ", n_chunks,
+              " chunks");
+  if (n_chunks == 0) return;
+  list_clipped_sgd_kernel<<<unsigned(n_chunks), kNormThreads, 0, ctx.stream>>>(
+      tensors, chunks, norms, per_tensor ? 1 : 0, float(clip), float(p.lr), float(p.momentum),
+      float(p.weight_decay));
+  CTDET_CUDA_LAUNCH_CHECK("list_clipped_sgd_kernel");
+}
+
 }  // namespace ctdet
