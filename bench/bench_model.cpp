@@ -16,8 +16,10 @@
 // and gradients with --store-grads; inference: parameters only),
 // the counterpart of torch.cuda.max_memory_allocated. params_mib: the parameters alone.
 // A training run is `ctdet train`'s step of one micro-batch: forward, backward, and the trainer's Optimizer (SGD
-// momentum 0.9, no clipping, as the peer's torch.optim.SGD; the norm pass still runs), gradients planned in the
-// arena (each from its first write in backward to the update); --store-grads keeps them in a store block instead.
+// momentum 0.9, global-norm clip at 10 as the study's config: one pass for the norm, the scale fused into the
+// update; the peer's torch.optim.SGD does not clip), gradients planned in the arena (each from its first write in
+// backward to the update); --store-grads keeps them in a store block instead. Until session 5 the update did not
+// clip and ResNet-101's random-weight runs turned NaN after the first (warm-up) run (stderr said "non-finite").
 //   bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter SUBSTR] [--profile]
 //               [--conv-algos heuristic|timed] [--store-grads] [--cpu-train]
 // --cpu-train: on the CPU also the training cases (600x600 batch 1; a ResNet-101 step takes about a minute here).
@@ -169,8 +171,10 @@ int main(int argc, char** argv) {
                            : o.store_grads ? ParamUse::Training : ParamUse::TrainingGradsInArena);
       init_faster_rcnn_params(ps, cfg, 1);
       DetectorSession s(cfg, ps, dev, cx);
-      std::unique_ptr<Optimizer> opt;  // the trainer's update (no clipping, as the peer's SGD; norms still measured)
-      if (c.train) opt = std::make_unique<Optimizer>(ps, cx, 0.9, 0.0, false);
+      // The trainer's update with the study's global-norm clip at 10: from these random weights ResNet-101's first
+      // gradient is huge, and an unclipped step (even at lr 1e-6) made the weights NaN for every later run.
+      std::unique_ptr<Optimizer> opt;
+      if (c.train) opt = std::make_unique<Optimizer>(ps, cx, 0.9, 10.0, false);
       Batch b;
       fill_batch(b, c.n, c.h, c.w);
       std::vector<double> ms;

@@ -87,6 +87,20 @@ RunConfig tiny_config(int steps, std::vector<std::string> extra = {}) {
   return load_run_config(testing::source_dir() + "/configs/small_cpu.json", ov);
 }
 
+// The trainer's data order for micro-batches of `batch_size` images (one loader thread, as data.num_workers=1).
+DataLoader trainer_loader(const RunConfig& cfg, int batch_size) {
+  LoaderOptions lo;
+  lo.num_threads = 1;
+  lo.batch_size = batch_size;
+  lo.seed = uint64_t(cfg.train.seed);
+  lo.flip_prob = cfg.train.flip ? cfg.train.flip_prob : 0.0;
+  lo.min_side = cfg.model.min_dimension;
+  lo.max_side = cfg.model.max_dimension;
+  lo.norm = input_normalization(cfg.model);
+  lo.num_epochs = 0;
+  return DataLoader(tfrecord_source(resolve_shards(records_dir(), "train"), cfg.data.class_names), lo);
+}
+
 std::string run_dir(const std::string& name) { return (tmp_root() / "runs" / name).string(); }
 
 bool same_losses(const StepLosses& a, const StepLosses& b) {
@@ -288,16 +302,7 @@ TEST(Trainer, AccumulatedStepMatchesAHandComputedClippedSgdUpdate) {
   const Tensor w0t = ps.all_params();
   const std::vector<float> w0(w0t.ptr<float>(), w0t.ptr<float>() + w0t.numel());
   DetectorSession session(cfg.model, ps, Device::CPU);
-  LoaderOptions lo;
-  lo.num_threads = 1;
-  lo.batch_size = 1;
-  lo.seed = uint64_t(cfg.train.seed);
-  lo.flip_prob = cfg.train.flip ? cfg.train.flip_prob : 0.0;
-  lo.min_side = cfg.model.min_dimension;
-  lo.max_side = cfg.model.max_dimension;
-  lo.norm = input_normalization(cfg.model);
-  lo.num_epochs = 0;
-  DataLoader dl(tfrecord_source(resolve_shards(records_dir(), "train"), cfg.data.class_names), lo);
+  DataLoader dl = trainer_loader(cfg, 1);
   ps.zero_grads();
   double loss = 0;
   for (int m = 0; m < 2; ++m) {
@@ -360,16 +365,7 @@ TEST(Trainer, GradientsInTheArenaGiveTheStoresBitsWithoutItsGradientBlock) {
   load_checkpoint(o.run_dir + "/checkpoints/ckpt-0.safetensors", ps);
   EXPECT_EQ(r.param_store_bytes, 2 * ps.bytes());  // parameters + momentum
   DetectorSession session(cfg.model, ps, Device::CPU);
-  LoaderOptions lo;
-  lo.num_threads = 1;
-  lo.batch_size = cfg.train.batch_size;
-  lo.seed = uint64_t(cfg.train.seed);
-  lo.flip_prob = cfg.train.flip ? cfg.train.flip_prob : 0.0;
-  lo.min_side = cfg.model.min_dimension;
-  lo.max_side = cfg.model.max_dimension;
-  lo.norm = input_normalization(cfg.model);
-  lo.num_epochs = 0;
-  DataLoader dl(tfrecord_source(resolve_shards(records_dir(), "train"), cfg.data.class_names), lo);
+  DataLoader dl = trainer_loader(cfg, cfg.train.batch_size);
   std::vector<float*> var, acc, grad;
   std::vector<int64_t> sizes;
   for (const std::string& n : ps.names()) {
