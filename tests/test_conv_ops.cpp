@@ -234,7 +234,7 @@ TEST(Conv2d, CentralDifferencesDepthwiseSame) {
 }
 
 // Small outputs are computed several images per GEMM (the ROI head's 7x7 crops): 12 images of 7x7 -> chunks of 11
-// and 1, with bias and padding, against the double direct-loop reference.
+// and 1, with bias and padding, against the double direct-loop reference; forward, then both gradients.
 TEST(Conv2d, BatchedSmallOutputsMatchDirectReference) {
   Conv2dParams p;
   p.N = 12;
@@ -256,6 +256,25 @@ TEST(Conv2d, BatchedSmallOutputsMatchDirectReference) {
   print_err("conv2d float batched (12 x 7x7, chunks 11+1) vs double", e);
   EXPECT_LT(e.max_abs, 1e-4);
   EXPECT_GE(ws.size(), size_t(16 * 9 * 49 * 11 + 24 * 49 * 11) * sizeof(float));  // 11 images per GEMM
+  // The backward takes the same batches: dx and dw against the direct loops, overwriting and accumulating onto a
+  // prefill (dw sums over both chunks; dx is written per image), in the same workspace.
+  const auto gd = ctdet::testing::random_vec<double>(size_t(p.y_numel()), 34);
+  const auto dx0 = ctdet::testing::random_vec<double>(size_t(p.x_numel()), 35);
+  const auto dw0 = ctdet::testing::random_vec<double>(size_t(p.w_numel()), 36);
+  const std::vector<float> gf(gd.begin(), gd.end());
+  for (bool acc : {false, true}) {
+    std::vector<double> dxd = dx0, dwd = dw0;
+    conv2d_backward_cpu<double>(p, gd.data(), xd.data(), wd.data(), dxd.data(), acc, dwd.data(), acc, nullptr, false,
+                                nullptr);
+    std::vector<float> dxf(dx0.begin(), dx0.end()), dwf(dw0.begin(), dw0.end());
+    conv2d_backward_cpu<float>(p, gf.data(), xf.data(), wf.data(), dxf.data(), acc, dwf.data(), acc, nullptr, false,
+                               ws.data());
+    auto ex = compare(dxf, dxd), ew = compare(dwf, dwd);
+    print_err(acc ? "batched backward dx (accumulate) vs double" : "batched backward dx vs double", ex);
+    print_err(acc ? "batched backward dw (accumulate) vs double" : "batched backward dw vs double", ew);
+    EXPECT_LT(ex.max_abs, 1e-4);
+    EXPECT_LT(ew.max_abs, 1e-3);  // sums over 12 images x 49 cells
+  }
 }
 
 TEST(Conv2d, BadInputsNameTheOpAndValue) {

@@ -314,7 +314,9 @@ std::vector<Key> build_keys() {
                     "global: one norm over all gradients (model_main.py); per_tensor: each tensor alone (legacy "
                     "train.py) (spec §8)", "global|per_tensor"));
   k.push_back(field("train.grad_accumulation", t, &T::grad_accumulation,
-                    "micro-batches per optimizer step; must divide batch_size"));
+                    "micro-batches per optimizer step; must divide batch_size. With 1 the gradients are planned "
+                    "in the activation arena (each live from backward to the update); with more they need a "
+                    "parameter-sized block for the whole step (`ctdet plan --train --store-grads` shows that plan)"));
   k.push_back(field("train.memory_budget", t, &T::memory_budget,
                     "device memory the plan may use, e.g. \"8GiB\"; \"\" = what the device has free"));
   k.push_back(field("train.checkpoint_every", t, &T::checkpoint_every, "steps between checkpoints; 0 = only at the end"));

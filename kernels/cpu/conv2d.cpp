@@ -62,11 +62,12 @@ void validate_conv2d(const Conv2dParams& p) {
               p.shape_string());
 }
 
-// Images per sgemm in the float forward: small outputs (the second stage's 7x7 ROI crops) are batched so that one
-// GEMM has at least kMinGemmCols columns; otherwise the weight matrix is packed again for every 49-column product
-// (300 ROIs: 300 packings of a 512x4608 matrix), which made the ROI head memory-bound.
+// Images per sgemm in the float forward and backward: small outputs (the second stage's 7x7 ROI crops) are batched
+// so that one GEMM has at least kMinGemmCols columns; otherwise the weight matrix is packed again for every 49-column
+// product (300 ROIs: 300 packings of a 512x4608 matrix), which made the ROI head memory-bound. The backward was
+// batched in session 5 (its data and filter GEMMs ran at 50-58 and 70-135 GFLOP/s per ROI, the forward at 140).
 constexpr int64_t kMinGemmCols = 512;
-int64_t forward_batch_images(const Conv2dParams& p) {
+int64_t gemm_batch_images(const Conv2dParams& p) {
   const int64_t PQ = int64_t(p.out_h()) * p.out_w();
   if (p.groups != 1 || PQ >= kMinGemmCols) return 1;
   return std::max<int64_t>(1, std::min<int64_t>(p.N, (kMinGemmCols + PQ - 1) / PQ));
@@ -119,9 +120,10 @@ GemmDesc pointwise_backward_filter_gemm(const Conv2dParams& p, bool accumulate_d
 size_t conv2d_workspace_bytes_cpu(const Conv2dParams& p) {
   validate_conv2d(p);
   if (conv2d_uses_pointwise_gemm(p)) return 0;
-  const size_t PQ = size_t(p.out_h()) * p.out_w(), nb = size_t(forward_batch_images(p));
+  const size_t PQ = size_t(p.out_h()) * p.out_w(), nb = size_t(gemm_batch_images(p));
   const size_t col = size_t(p.C / p.groups) * p.R * p.S * PQ * nb;
-  const size_t tmp = nb > 1 ? size_t(p.K) * PQ * nb : 0;  // GEMM output before it is scattered to (n, K, P, Q)
+  // forward: the GEMM output before it is scattered to (n, K, P, Q); backward: dy of the nb images side by side
+  const size_t tmp = nb > 1 ? size_t(p.K) * PQ * nb : 0;
   return (col + tmp) * sizeof(float);
 }
 
@@ -152,13 +154,14 @@ void im2col(const Conv2dParams& p, const float* x_ng /*(Cg,H,W)*/, float* col, i
       }
 }
 
-// Adds col (Cg*R*S, P*Q) back into dx of image n, group g.
-void col2im_add(const Conv2dParams& p, const float* col, float* dx_ng /*(Cg,H,W)*/) {
+// Adds col (Cg*R*S, P*Q) back into dx of image n, group g; rows are ld floats apart as in im2col.
+void col2im_add(const Conv2dParams& p, const float* col, float* dx_ng /*(Cg,H,W)*/, int64_t ld = -1) {
   const int Cg = p.C / p.groups, P = p.out_h(), Q = p.out_w();
+  if (ld < 0) ld = int64_t(P) * Q;
   for (int c = 0; c < Cg; ++c)
     for (int r = 0; r < p.R; ++r)
       for (int s = 0; s < p.S; ++s) {
-        const float* row = col + ((int64_t(c) * p.R + r) * p.S + s) * P * Q;
+        const float* row = col + ((int64_t(c) * p.R + r) * p.S + s) * ld;
         float* dxc = dx_ng + int64_t(c) * p.H * p.W;
         for (int oh = 0; oh < P; ++oh) {
           int h = oh * p.stride_h - p.pad_top + r * p.dilation_h;
@@ -183,7 +186,7 @@ void run_gemm_cpu(const GemmDesc& g, const float* A, const float* B, float* C) {
 void forward_im2col(const Conv2dParams& p, const float* x, const float* w, const float* b, float* y, float* col) {
   const int G = p.groups, Cg = p.C / G, Kg = p.K / G;
   const int PQ = p.out_h() * p.out_w(), CRS = Cg * p.R * p.S;
-  const int64_t nb = forward_batch_images(p);
+  const int64_t nb = gemm_batch_images(p);
   if (nb > 1) {  // groups == 1: nb images' columns side by side, one GEMM, then scattered to (n, K, P, Q)
     const int64_t ld = nb * PQ;
     float* tmp = col + int64_t(CRS) * ld;
@@ -222,6 +225,32 @@ void backward_im2col(const Conv2dParams& p, const float* dy, const float* x, con
   const int G = p.groups, Cg = p.C / G, Kg = p.K / G;
   const int PQ = p.out_h() * p.out_w(), CRS = Cg * p.R * p.S;
   if (dx && !acc_dx) std::fill(dx, dx + p.x_numel(), 0.f);
+  const int64_t nb = gemm_batch_images(p);
+  if (nb > 1) {  // groups == 1: nb images side by side (as the forward), one GEMM each for dw and dx
+    const int64_t ld = nb * PQ;
+    float* dyb = col + int64_t(CRS) * ld;  // dy of the nb images as (K, nb*PQ)
+    for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
+      const int64_t cur = std::min<int64_t>(nb, p.N - n0);
+      const int cols = int(cur * PQ);
+      for (int64_t j = 0; j < cur; ++j)
+        for (int k = 0; k < p.K; ++k)
+          std::copy_n(dy + ((n0 + j) * p.K + k) * PQ, PQ, dyb + int64_t(k) * ld + j * PQ);
+      if (dw) {
+        for (int64_t j = 0; j < cur; ++j) im2col(p, x + (n0 + j) * p.C * p.H * p.W, col + j * PQ, ld);
+        // dw (K, CRS) (+)= dy (K, cols) * col^T (cols, CRS)
+        const float beta = (n0 == 0 && !acc_dw) ? 0.f : 1.f;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, p.K, CRS, cols, 1.f, dyb, int(ld), col, int(ld), beta, dw,
+                    CRS);
+      }
+      if (dx) {
+        // col (CRS, cols) = w^T (CRS, K) * dy (K, cols)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CRS, cols, p.K, 1.f, w, CRS, dyb, int(ld), 0.f, col,
+                    int(ld));
+        for (int64_t j = 0; j < cur; ++j) col2im_add(p, col + j * PQ, dx + (n0 + j) * p.C * p.H * p.W, ld);
+      }
+    }
+    return;
+  }
   for (int n = 0; n < p.N; ++n)
     for (int g = 0; g < G; ++g) {
       const float* dyg = dy + (int64_t(n) * p.K + int64_t(g) * Kg) * PQ;
