@@ -103,6 +103,14 @@ ValueId loss_node(Graph& g, const char* op, const std::string& name, std::vector
 
 }  // namespace
 
+ValueId roi_max_pool(Graph& g, ValueId crops, int k, bool train) {
+  Pool2dParams pp;
+  pp.kind = PoolKind::Max;
+  pp.kh = pp.kw = pp.sh = pp.sw = k;
+  if (train) return g.add("max_pool_argmax", "roi_pool", {crops}, pp)[0];
+  return g.add1("pool2d", "roi_pool", {crops}, pp);
+}
+
 std::vector<std::string> loss_names() { return {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}; }
 
 std::string loss_tf_name(const std::string& name) {
@@ -230,10 +238,7 @@ DetectorGraph build_faster_rcnn(const FasterRcnnConfig& cfg, const DetectorShape
     rp.sampling_ratio = 2;
     crops = g.add1("roi_align", "roi_crop", {feat, roi5}, rp);
   }
-  Pool2dParams pp;
-  pp.kind = PoolKind::Max;
-  pp.kh = pp.kw = pp.sh = pp.sw = cfg.crop_pool;
-  ValueId pooled = g.add1("pool2d", "roi_pool", {crops}, pp);
+  ValueId pooled = roi_max_pool(g, crops, cfg.crop_pool, s.train);
   ValueId b2 = bb.second(g, pooled);
   ValueId gap = g.add1("global_avg_pool", "box_head.gap", {b2});
   ValueId cls_logits = linear(g, gap, "box_head.cls", K + 1);

@@ -47,6 +47,11 @@ struct DetectorGraph {
 // Throws ctdet::Error for an invalid config or a size below the backbone's minimum (33x33).
 DetectorGraph build_faster_rcnn(const FasterRcnnConfig& cfg, const DetectorShape& shape, DType dtype = DType::F32);
 
+// The second stage's max pool over the ROI crops (k x k, stride k). In training graphs it keeps each window's
+// argmax ("max_pool_argmax"), so its backward needs no crops and they are freed after the forward (49 MiB at
+// ResNet-101 600x600, batch 1, where the training step peaks); inference graphs use the plain "pool2d".
+ValueId roi_max_pool(Graph& g, ValueId crops, int k, bool train);
+
 // Loss names in training graphs, detectron2 style and TF Object Detection API style.
 std::vector<std::string> loss_names();  // loss_rpn_cls, loss_rpn_loc, loss_cls, loss_box_reg
 std::string loss_tf_name(const std::string& name);  // e.g. Loss/RPNLoss/objectness_loss

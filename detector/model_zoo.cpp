@@ -58,11 +58,7 @@ ModelGraph build_resnet101(const ModelSpec& s, bool c4) {
     CropAndResizeParams cp;
     cp.crop_h = cp.crop_w = 14;
     ValueId crops = g.add1("crop_and_resize", "roi_crop", {feat, rois, roi_batch}, cp);
-    Pool2dParams pp;
-    pp.kind = PoolKind::Max;
-    pp.kh = pp.kw = 2;
-    pp.sh = pp.sw = 2;
-    ValueId pooled = g.add1("pool2d", "roi_pool", {crops}, pp);
+    ValueId pooled = roi_max_pool(g, crops, 2, s.train);
     ValueId b4 = bb.second_stage(g, pooled);
     ValueId gap = g.add1("global_avg_pool", "box_head.gap", {b4});
     const int64_t C = bb.second_stage_channels();

@@ -16,12 +16,16 @@
 //   gather_rows_grad      dy (R,..), idx (R) i32 -> dx (x_shape)          ; InputShapeAttrs
 //   pool2d                x (N,C,H,W) -> y (N,C,P,Q)                      ; Pool2dParams (max or avg)
 //   pool2d_grad           dy [, x (max only)] -> dx (N,C,H,W)             ; Pool2dParams with N,C,H,W set
+//   max_pool_argmax       x (N,C,H,W) -> y, arg (N,C,P,Q) (arg i32)       ; Pool2dParams (max)  (training graphs:
+//                         the backward reads arg instead of x, so x may die after the forward)
+//   max_pool_argmax_grad  dy, arg (N,C,P,Q) -> dx (N,C,H,W)               ; Pool2dParams with N,C,H,W set
 //   global_avg_pool       x (N,C,H,W) -> y (N,C)                          ; none
 //   global_avg_pool_grad  dy (N,C) -> dx (x_shape)                        ; InputShapeAttrs
 //   softmax_ce            logits (R,C), labels (R) i32 [, w (R)] [, count (1) i32] -> loss (1) ; LossParams
 //   sigmoid_ce            logits (R,C), targets (R,C) [, w] [, count] -> loss (1)              ; LossParams
 //   smooth_l1             pred (R,C), target (R,C) [, w] [, count] -> loss (1)                 ; LossParams
 //   <loss>_grad           dloss (1), <the forward inputs> -> d logits/pred (R,C)              ; LossParams
+#include <climits>
 #include <cmath>
 
 #include "kernels/batchnorm.h"
@@ -44,6 +48,8 @@ void elem_gather_rows_cuda(OpContext& c);
 void elem_gather_rows_grad_cuda(OpContext& c);
 void elem_pool2d_cuda(OpContext& c);
 void elem_pool2d_grad_cuda(OpContext& c);
+void elem_max_pool_argmax_cuda(OpContext& c);
+void elem_max_pool_argmax_grad_cuda(OpContext& c);
 void elem_gap_cuda(OpContext& c);
 void elem_gap_grad_cuda(OpContext& c);
 void elem_loss_cuda(OpContext& c, int kind);       // 0 softmax CE, 1 sigmoid CE, 2 smooth L1
@@ -141,6 +147,16 @@ void pool2d_grad_cpu(OpContext& c) {
   const Pool2dParams& p = c.attrs<Pool2dParams>();
   CTDET_FLOAT_OP(c, pool2d_backward_cpu<T>(p, c.in[0].ptr<T>(), c.in.size() > 1 ? c.in[1].ptr<T>() : nullptr,
                                            c.out[0].ptr<T>(), c.accumulate(0)););
+}
+void max_pool_argmax_cpu(OpContext& c) {
+  require_overwrite(c);
+  Pool2dParams p = pool2d_params(c.attrs<Pool2dParams>(), c.in[0].shape);
+  CTDET_FLOAT_OP(c, pool2d_max_forward_argmax_cpu<T>(p, c.in[0].ptr<T>(), c.out[0].ptr<T>(), c.out[1].ptr<int32_t>()););
+}
+void max_pool_argmax_grad_cpu(OpContext& c) {
+  const Pool2dParams& p = c.attrs<Pool2dParams>();
+  CTDET_FLOAT_OP(c, pool2d_max_backward_from_argmax_cpu<T>(p, c.in[0].ptr<T>(), c.in[1].ptr<int32_t>(),
+                                                           c.out[0].ptr<T>(), c.accumulate(0)););
 }
 void gap_cpu(OpContext& c) {
   require_overwrite(c);
@@ -528,6 +544,55 @@ void register_elem_ops(OpRegistry& r) {
     };
     d.cpu = pool2d_grad_cpu;
     d.cuda = CTDET_CUDA_FN(elem_pool2d_grad_cuda);
+    r.add(d);
+  }
+#endif
+  {
+    OpDef d;
+    d.name = "max_pool_argmax";
+    d.infer = [](const Graph& g, const Node& n) {
+      need_inputs(g, n, 1, 1, "x (N,C,H,W)");
+      need_float(g, n, 0);
+      const Shape& x = shp(g, n.inputs[0]);
+      need(x.rank() == 4, g, n, "x must be (N,C,H,W)");
+      Pool2dParams p = pool2d_params(node_attrs<Pool2dParams>(n), x);
+      need(p.kind == PoolKind::Max, g, n, "the pool must be a max pool");
+      need(x[2] * x[3] <= int64_t(INT32_MAX), g, n, "an input plane of ", x[2], "x", x[3],
+           " cells does not fit int32 argmax indices");
+      PoolGeom geo{};
+      validated(g, n, [&] { geo = pool2d_geometry(p); });
+      const Shape y{x[0], x[1], geo.P, geo.Q};
+      return std::vector<OutputDesc>{{y, dt(g, n.inputs[0])}, {y, DType::I32}};
+    };
+#if !CTDET_INFERENCE_ONLY
+    d.grad = [](GradBuilder& b) {
+      Pool2dParams p = pool2d_params(std::any_cast<const Pool2dParams&>(b.fwd().attrs), b.graph().value(b.in(0)).shape);
+      b.contribute(0, "max_pool_argmax_grad", {b.grad_out(0), b.out(1)}, p);
+    };
+#endif
+    d.cpu = max_pool_argmax_cpu;
+    d.cuda = CTDET_CUDA_FN(elem_max_pool_argmax_cuda);
+    r.add(d);
+  }
+#if !CTDET_INFERENCE_ONLY
+  {
+    OpDef d;
+    d.name = "max_pool_argmax_grad";
+    d.infer = [](const Graph& g, const Node& n) {
+      const Pool2dParams& p = node_attrs<Pool2dParams>(n);
+      need_inputs(g, n, 2, 2, "dy, arg (N,C,P,Q)");
+      need_float(g, n, 0);
+      need(p.kind == PoolKind::Max, g, n, "the pool must be a max pool");
+      PoolGeom geo{};
+      validated(g, n, [&] { geo = pool2d_geometry(p); });
+      const Shape out{p.N, p.C, geo.P, geo.Q};
+      need(shp(g, n.inputs[0]) == out, g, n, "dy must be (", p.N, ",", p.C, ",", geo.P, ",", geo.Q, ")");
+      need(shp(g, n.inputs[1]) == out && dt(g, n.inputs[1]) == DType::I32, g, n, "arg must be i32 (", p.N, ",", p.C,
+           ",", geo.P, ",", geo.Q, ")");
+      return one(Shape{p.N, p.C, p.H, p.W}, dt(g, n.inputs[0]));
+    };
+    d.cpu = max_pool_argmax_grad_cpu;
+    d.cuda = CTDET_CUDA_FN(elem_max_pool_argmax_grad_cuda);
     r.add(d);
   }
 #endif

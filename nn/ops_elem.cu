@@ -101,6 +101,15 @@ void elem_pool2d_grad_cuda(OpContext& c) {
   pool2d_backward_cuda(ctx(c), c.attrs<Pool2dParams>(), fin(c, 0), c.in.size() > 1 ? fin(c, 1) : nullptr, fout(c, 0),
                        c.accumulate(0), c.workspace, c.workspace_bytes);
 }
+void elem_max_pool_argmax_cuda(OpContext& c) {
+  require_overwrite(c);
+  pool2d_max_forward_argmax_cuda(ctx(c), pool2d_params(c.attrs<Pool2dParams>(), c.in[0].shape), fin(c, 0), fout(c, 0),
+                                 iout(c, 1));
+}
+void elem_max_pool_argmax_grad_cuda(OpContext& c) {
+  pool2d_max_backward_from_argmax_cuda(ctx(c), c.attrs<Pool2dParams>(), fin(c, 0), iin(c, 1), fout(c, 0),
+                                       c.accumulate(0));
+}
 void elem_gap_cuda(OpContext& c) {
   require_overwrite(c);
   global_avg_pool_forward_cuda(ctx(c), gap_params(c.in[0].shape), fin(c, 0), fout(c, 0));

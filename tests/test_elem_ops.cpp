@@ -455,6 +455,44 @@ TEST(Pool, MaxBackwardFromStoredArgmaxEqualsPerCellDefinition) {
   EXPECT_EQ(diff, 0);
 }
 
+// The training graphs' max pool that keeps its argmax (max_pool_argmax): y equals the plain forward's and dx the
+// plain backward's bit for bit (overwrite and accumulate; disjoint and overlapping windows, ties, padding), and an
+// average pool is refused by name.
+TEST(Pool, MaxPoolWithStoredArgmaxEqualsThePlainPoolBitwise) {
+  struct Case { int k, s; PoolPadding pad; int pad_hw; bool acc; };
+  int64_t ydiff = 0, xdiff = 0, total_y = 0, total_x = 0;
+  for (const Case& c : {Case{2, 2, PoolPadding::Explicit, 0, false}, Case{2, 2, PoolPadding::Explicit, 0, true},
+                        Case{3, 2, PoolPadding::TfSame, 0, false}, Case{3, 2, PoolPadding::TfSame, 0, true},
+                        Case{3, 1, PoolPadding::Explicit, 1, true}, Case{1, 2, PoolPadding::TfSame, 0, false}}) {
+    const Pool2dParams p = small_max_pool(c.k, c.s, c.pad, c.pad_hw);
+    const PoolGeom g = pool2d_geometry(p);
+    const std::vector<float> x = tied_input(size_t(g.N * g.C * g.H * g.W), 101, 4);
+    const std::vector<float> dy = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.P * g.Q), 102);
+    const std::vector<float> pre = ctdet::testing::random_vec<float>(x.size(), 103);
+    std::vector<float> y0(dy.size()), y1(dy.size());
+    std::vector<int32_t> arg(dy.size(), -7);
+    pool2d_forward_cpu<float>(p, x.data(), y0.data());
+    pool2d_max_forward_argmax_cpu<float>(p, x.data(), y1.data(), arg.data());
+    for (size_t i = 0; i < y0.size(); ++i) ydiff += std::memcmp(&y0[i], &y1[i], sizeof(float)) != 0;
+    total_y += int64_t(y0.size());
+    std::vector<float> dx0 = c.acc ? pre : std::vector<float>(x.size(), 7.f), dx1 = dx0;
+    pool2d_backward_cpu<float>(p, dy.data(), x.data(), dx0.data(), c.acc);
+    pool2d_max_backward_from_argmax_cpu<float>(p, dy.data(), arg.data(), dx1.data(), c.acc);
+    for (size_t i = 0; i < dx0.size(); ++i) xdiff += std::memcmp(&dx0[i], &dx1[i], sizeof(float)) != 0;
+    total_x += int64_t(dx0.size());
+  }
+  std::printf("[err] max pool with stored argmax vs the plain pool: y %lld of %lld differ, dx %lld of %lld (bits)\n",
+              (long long)ydiff, (long long)total_y, (long long)xdiff, (long long)total_x);
+  EXPECT_EQ(ydiff, 0);
+  EXPECT_EQ(xdiff, 0);
+  Pool2dParams avg = small_max_pool(3, 2, PoolPadding::TfSame, 0);
+  avg.kind = PoolKind::Avg;
+  std::vector<float> x(size_t(avg.N * avg.C * avg.H * avg.W)), y(x.size());
+  std::vector<int32_t> arg(x.size());
+  expect_error([&] { pool2d_max_forward_argmax_cpu<float>(avg, x.data(), y.data(), arg.data()); },
+               "max_pool2d with argmax: the pool is not a max pool");
+}
+
 TEST(Pool, BadParamsNameTheOp) {
   Pool2dParams p;
   p.N = 1; p.C = 1; p.H = 5; p.W = 5; p.kh = p.kw = 3; p.sh = p.sw = 1;

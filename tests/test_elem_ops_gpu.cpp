@@ -264,6 +264,22 @@ TEST(ElemOpsGpu, PoolingOnRealShapes) {
       check_bwd(ctx, std::string(c.name) + " dx (stored argmax)", nx,
                 [&](float* d, bool a) { pool2d_backward_cpu<float>(c.p, dy.data(), x.data(), d, a); },
                 [&](float* d, bool a) { pool2d_backward_cuda(ctx, c.p, ddy.p, dx_.p, d, a, ws.p, ws.n); }, 1e-5);
+      // The training graphs' form: the forward stores the argmax, the backward reads only it (max_pool_argmax).
+      VecF yc2(ny);
+      std::vector<int32_t> argc(static_cast<size_t>(ny));
+      pool2d_max_forward_argmax_cpu<float>(c.p, x.data(), yc2.data(), argc.data());
+      DevBuf<float> dy2(ny);
+      DevBuf<int32_t> darg{static_cast<size_t>(ny)};
+      pool2d_max_forward_argmax_cuda(ctx, c.p, dx_.p, dy2.p, darg.p);
+      ctx.synchronize();
+      expect_close(std::string(c.name) + " y (argmax forward)", dy2.download(), yc2, 0);
+      const std::vector<int32_t> argg = darg.download();
+      int64_t arg_diff = 0;
+      for (size_t i = 0; i < argg.size(); ++i) arg_diff += argg[i] != argc[i];
+      EXPECT_EQ(arg_diff, 0) << c.name << ": argmax indices differ from the CPU's";
+      check_bwd(ctx, std::string(c.name) + " dx (argmax from the forward)", nx,
+                [&](float* d, bool a) { pool2d_max_backward_from_argmax_cpu<float>(c.p, dy.data(), argc.data(), d, a); },
+                [&](float* d, bool a) { pool2d_max_backward_from_argmax_cuda(ctx, c.p, ddy.p, darg.p, d, a); }, 1e-5);
     }
   }
   // global average pool, 7x7 over the ResNet box-head features

@@ -136,6 +136,35 @@ TEST(GraphOps, Relu6PoolGapGradientsAccumulate) {
   EXPECT_LT(h.check("x (relu6 + max pool + avg pool + gap)", x), kTol);
 }
 
+// max_pool_argmax (the training graphs' ROI pool): its argmax output is i32 and gets no gradient; the gradient of
+// x flows through the stored argmax only (the backward node does not read x), checked by central differences, with
+// disjoint (2x2/2) and overlapping (3x3/2 SAME) windows, x also read by relu6 (the contributions add).
+TEST(GraphOps, MaxPoolWithStoredArgmaxGradient) {
+  for (int k : {2, 3}) {
+    Graph g(DType::F64);
+    ValueId x = grad_input(g, "x", {2, 3, 6, 6});
+    const std::vector<ValueId> outs = g.add("max_pool_argmax", "roi_pool", {x}, max_pool_same(k, 2));
+    ASSERT_EQ(outs.size(), 2u);
+    EXPECT_EQ(g.value(outs[0]).shape, Shape({2, 3, 3, 3}));
+    EXPECT_EQ(g.value(outs[1]).dtype, DType::I32);
+    ValueId y1 = g.add1("relu6", "act", {x});
+    ValueId loss = g.add1("add", "loss", {weighted_sum(g, outs[0], "t1"), weighted_sum(g, y1, "t2")});
+    Harness<double> h(g, loss);
+    int grad_nodes = 0;
+    for (const Node& n : g.nodes()) {
+      if (n.op != "max_pool_argmax_grad") continue;
+      ++grad_nodes;
+      for (ValueId v : n.inputs) EXPECT_NE(v, x) << "the backward must not read the pool's input";
+    }
+    EXPECT_EQ(grad_nodes, 1);
+    h.f[x] = tu::random_vec<double>(216, 17, -2.0, 8.0);
+    h.fill_rest(110);
+    EXPECT_LT(h.check(k == 2 ? "x (max pool 2x2/2 with argmax + relu6)" : "x (max pool 3x3/2 SAME with argmax + relu6)",
+                      x),
+              kTol);
+  }
+}
+
 TEST(GraphOps, BnAddReluGradientsToInputAndResidual) {
   Graph g(DType::F64);
   ValueId x = grad_input(g, "x", {2, 3, 4, 4});

@@ -2,6 +2,7 @@
 #include "kernels/pool.h"
 
 #include <algorithm>
+#include <climits>
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
@@ -199,6 +200,54 @@ void pool2d_backward_cpu(const Pool2dParams& p, const T* dy, const T* x, T* dx, 
   });
 }
 
+static PoolGeom max_argmax_geometry(const Pool2dParams& p) {
+  const PoolGeom g = pool2d_geometry(p);
+  CTDET_CHECK(g.kind == 0, "max_pool2d with argmax: the pool is not a max pool");
+  CTDET_CHECK(g.H * g.W <= int64_t(INT32_MAX), "max_pool2d with argmax: an input plane of ", g.H, "x", g.W,
+              " cells does not fit int32 indices");
+  return g;
+}
+
+template <typename T>
+void pool2d_max_forward_argmax_cpu(const Pool2dParams& p, const T* x, T* y, int32_t* arg) {
+  const PoolGeom g = max_argmax_geometry(p);
+  parallel_ranges(g.N * g.C, min_iterations_for(g.P * g.Q * g.kh * g.kw), [&](int64_t nc0, int64_t nc1) {
+    for (int64_t nc = nc0; nc < nc1; ++nc) {
+      const T* xp = x + nc * g.H * g.W;
+      for (int64_t i = 0; i < g.P; ++i)
+        for (int64_t j = 0; j < g.Q; ++j) {
+          int64_t a;
+          const int64_t o = (nc * g.P + i) * g.Q + j;
+          y[o] = pool_max_window(g, xp, i, j, &a);
+          arg[o] = int32_t(a);
+        }
+    }
+  });
+}
+
+template <typename T>
+void pool2d_max_backward_from_argmax_cpu(const Pool2dParams& p, const T* dy, const int32_t* arg, T* dx,
+                                         bool accumulate_dx) {
+  const PoolGeom g = max_argmax_geometry(p);
+  const bool scatter = !accumulate_dx || (g.kh <= g.sh && g.kw <= g.sw);  // as pool2d_backward_cpu: same bits
+  parallel_ranges(g.N * g.C, min_iterations_for(g.H * g.W + g.P * g.Q), [&](int64_t nc0, int64_t nc1) {
+    for (int64_t nc = nc0; nc < nc1; ++nc) {
+      const int32_t* ap = arg + nc * g.P * g.Q;
+      const T* dyp = dy + nc * g.P * g.Q;
+      T* dxp = dx + nc * g.H * g.W;
+      if (scatter) {
+        if (!accumulate_dx) std::fill(dxp, dxp + g.H * g.W, T(0));
+        for (int64_t o = 0; o < g.P * g.Q; ++o)
+          if (ap[o] >= 0) dxp[ap[o]] += dyp[o];
+        continue;
+      }
+      for (int64_t h = 0; h < g.H; ++h)
+        for (int64_t w = 0; w < g.W; ++w)
+          store_grad(dxp + h * g.W + w, pool_max_backward_from_argmax_at(g, ap, dyp, h, w), accumulate_dx);
+    }
+  });
+}
+
 size_t pool2d_backward_cuda_workspace_bytes(const Pool2dParams& p) {
   const PoolGeom g = pool2d_geometry(p);
   if (g.kind != 0) return 0;
@@ -233,6 +282,8 @@ void global_avg_pool_backward_cpu(const GapParams& p, const T* dy, T* dx, bool a
 #define CTDET_INSTANTIATE(T)                                                                     \
   template void pool2d_forward_cpu<T>(const Pool2dParams&, const T*, T*);                        \
   template void pool2d_backward_cpu<T>(const Pool2dParams&, const T*, const T*, T*, bool);       \
+  template void pool2d_max_forward_argmax_cpu<T>(const Pool2dParams&, const T*, T*, int32_t*);   \
+  template void pool2d_max_backward_from_argmax_cpu<T>(const Pool2dParams&, const T*, const int32_t*, T*, bool); \
   template void global_avg_pool_forward_cpu<T>(const GapParams&, const T*, T*);                  \
   template void global_avg_pool_backward_cpu<T>(const GapParams&, const T*, T*, bool);
 CTDET_INSTANTIATE(float)

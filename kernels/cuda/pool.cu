@@ -1,6 +1,8 @@
 // CUDA kernels for kernels/pool.h: the per-output and per-input math is pool2d_forward_at /
 // pool2d_backward_at (or, with workspace, pool_max_argmax_at + pool_max_backward_from_argmax_at) from pool.h, shared
 // with the CPU reference (so argmax ties resolve identically).
+#include <climits>
+
 #include "kernels/common/cuda_check.cuh"
 #include "kernels/common/launch.cuh"
 #include "kernels/elementwise_math.h"
@@ -43,6 +45,17 @@ __global__ void pool2d_bwd_from_argmax_kernel(PoolGeom g, const float* dy, const
   CTDET_GRID_STRIDE(i, g.N * g.C * per) {
     const int64_t nc = i / per, hw = i % per;
     store_grad(dx + i, pool_max_backward_from_argmax_at(g, arg + nc * out, dy + nc * out, hw / g.W, hw % g.W), acc);
+  }
+}
+
+// Max pool forward keeping the argmax: y and arg of each window from one pool_max_window.
+__global__ void pool2d_max_fwd_argmax_kernel(PoolGeom g, const float* x, float* y, int32_t* arg) {
+  const int64_t per = g.P * g.Q;
+  CTDET_GRID_STRIDE(i, g.N * g.C * per) {
+    const int64_t nc = i / per, pq = i % per;
+    int64_t a;
+    y[i] = pool_max_window(g, x + nc * g.H * g.W, pq / g.Q, pq % g.Q, &a);
+    arg[i] = int32_t(a);
   }
 }
 
@@ -89,6 +102,27 @@ void pool2d_backward_cuda(CudaContext& ctx, const Pool2dParams& p, const float* 
   }
   pool2d_bwd_kernel<<<grid_for(n), kBlock, 0, ctx.stream>>>(g, dy, x, dx, accumulate_dx);
   CTDET_CUDA_LAUNCH_CHECK(g.kind == 0 ? "pool2d_bwd_kernel (max)" : "pool2d_bwd_kernel (avg)");
+}
+
+void pool2d_max_forward_argmax_cuda(CudaContext& ctx, const Pool2dParams& p, const float* x, float* y, int32_t* arg) {
+  const PoolGeom g = pool2d_geometry(p);
+  CTDET_CHECK(g.kind == 0, "max_pool2d with argmax (cuda): the pool is not a max pool");
+  CTDET_CHECK(g.H * g.W <= int64_t(INT32_MAX), "max_pool2d with argmax (cuda): an input plane of ", g.H, "x", g.W,
+              " cells does not fit int32 indices");
+  const int64_t windows = g.N * g.C * g.P * g.Q;
+  if (windows == 0) return;
+  pool2d_max_fwd_argmax_kernel<<<grid_for(windows), kBlock, 0, ctx.stream>>>(g, x, y, arg);
+  CTDET_CUDA_LAUNCH_CHECK("pool2d_max_fwd_argmax_kernel");
+}
+
+void pool2d_max_backward_from_argmax_cuda(CudaContext& ctx, const Pool2dParams& p, const float* dy,
+                                          const int32_t* arg, float* dx, bool accumulate_dx) {
+  const PoolGeom g = pool2d_geometry(p);
+  CTDET_CHECK(g.kind == 0, "max_pool2d backward from argmax (cuda): the pool is not a max pool");
+  const int64_t n = g.N * g.C * g.H * g.W;
+  if (n == 0) return;
+  pool2d_bwd_from_argmax_kernel<<<grid_for(n), kBlock, 0, ctx.stream>>>(g, dy, arg, dx, accumulate_dx);
+  CTDET_CUDA_LAUNCH_CHECK("pool2d_bwd_from_argmax_kernel (stored argmax)");
 }
 
 void global_avg_pool_forward_cuda(CudaContext& ctx, const GapParams& p, const float* x, float* y) {
