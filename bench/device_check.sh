@@ -149,6 +149,15 @@ if [ -x "$BUILD/bench_model" ]; then
     > "$OUT_DIR/bench_model_timed.csv" 2>"$OUT_DIR/bench_model_timed.err"
   echo "- bench_model --conv-algos timed: rc $?, $(wc -l < "$OUT_DIR/bench_model_timed.csv") lines (file bench_model_timed.csv)" >> "$SUMMARY"
 fi
+# Training with the gradients in one store block (the grad_accumulation > 1 layout) instead of the arena, ResNet-101
+# batch 1 600x600 only: what planning them in the arena changes on the device (time, memory).
+if [ -x "$BUILD/bench_model" ]; then
+  say "[$(elapsed)] bench_model --store-grads (ResNet-101 training)"
+  timeout 60 "$BUILD/bench_model" --device cuda --store-grads --quick --filter "resnet101 train" \
+    > "$OUT_DIR/bench_model_store_grads.csv" 2>"$OUT_DIR/bench_model_store_grads.err"
+  { echo; echo "## ResNet-101 training, gradients in the store block (bench_model --store-grads; compare bench_model.csv)"
+    echo '```'; cat "$OUT_DIR/bench_model_store_grads.csv"; echo '```'; } >> "$SUMMARY"
+fi
 if ls bench/peers/*.py >/dev/null 2>&1; then
   if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     for p in bench/peers/*.py; do
