@@ -390,29 +390,43 @@ std::vector<float> tied_input(size_t n, uint64_t seed, size_t every) {
 
 // Max-pool backward by scatter (one argmax per window) against the per-cell definition pool2d_backward_at, bit for
 // bit: overlapping 3x3/2 and 3x3/1 TF SAME windows with ties (overwrite), and disjoint 2x2/2 windows (accumulate).
-TEST(Pool, MaxBackwardScatterEqualsPerCellDefinition) {
-  struct Case { int k, s; PoolPadding pad; bool acc; };
+// The CPU backward scatters per window (one argmax or division per window) into dx, or into a zeroed plane that is
+// then added when accumulating; it must equal the per-cell definition pool2d_backward_at bit for bit: max and avg
+// (with and without the padded cells in the divisor), disjoint and overlapping windows, TF SAME and explicit padding,
+// overwrite and accumulate, ties.
+TEST(Pool, BackwardScatterEqualsPerCellDefinition) {
+  struct Case { PoolKind kind; int k, s; PoolPadding pad; int pad_hw; bool incl; };
   int64_t diff = 0, total = 0;
-  for (const Case& c : {Case{3, 2, PoolPadding::TfSame, false}, Case{3, 1, PoolPadding::TfSame, false},
-                        Case{2, 2, PoolPadding::Explicit, true}, Case{2, 2, PoolPadding::Explicit, false}}) {
-    const Pool2dParams p = small_max_pool(c.k, c.s, c.pad, 0);
+  for (const Case& c : {Case{PoolKind::Max, 3, 2, PoolPadding::TfSame, 0, false},
+                        Case{PoolKind::Max, 3, 1, PoolPadding::TfSame, 0, false},
+                        Case{PoolKind::Max, 2, 2, PoolPadding::Explicit, 0, false},
+                        Case{PoolKind::Max, 3, 2, PoolPadding::Explicit, 1, false},
+                        Case{PoolKind::Avg, 3, 1, PoolPadding::TfSame, 0, false},
+                        Case{PoolKind::Avg, 3, 2, PoolPadding::Explicit, 1, true},
+                        Case{PoolKind::Avg, 3, 2, PoolPadding::Explicit, 1, false},
+                        Case{PoolKind::Avg, 2, 2, PoolPadding::Explicit, 0, true}}) {
+    Pool2dParams p = small_max_pool(c.k, c.s, c.pad, c.pad_hw);
+    p.kind = c.kind;
+    p.count_include_pad = c.incl;
     const PoolGeom g = pool2d_geometry(p);
     const std::vector<float> x = tied_input(size_t(g.N * g.C * g.H * g.W), 81, 5);
     const std::vector<float> dy = ctdet::testing::random_vec<float>(size_t(g.N * g.C * g.P * g.Q), 82);
     const std::vector<float> pre = ctdet::testing::random_vec<float>(x.size(), 83);
-    std::vector<float> dx = c.acc ? pre : std::vector<float>(x.size(), 7.f);
-    pool2d_backward_cpu<float>(p, dy.data(), x.data(), dx.data(), c.acc);
-    for (int64_t nc = 0; nc < g.N * g.C; ++nc)
-      for (int64_t h = 0; h < g.H; ++h)
-        for (int64_t w = 0; w < g.W; ++w) {
-          const size_t i = size_t((nc * g.H + h) * g.W + w);
-          float want = pool2d_backward_at(g, x.data() + nc * g.H * g.W, dy.data() + nc * g.P * g.Q, h, w);
-          if (c.acc) want = pre[i] + want;
-          diff += dx[i] != want;
-          ++total;
-        }
+    for (bool acc : {false, true}) {
+      std::vector<float> dx = acc ? pre : std::vector<float>(x.size(), 7.f);
+      pool2d_backward_cpu<float>(p, dy.data(), c.kind == PoolKind::Max ? x.data() : nullptr, dx.data(), acc);
+      for (int64_t nc = 0; nc < g.N * g.C; ++nc)
+        for (int64_t h = 0; h < g.H; ++h)
+          for (int64_t w = 0; w < g.W; ++w) {
+            const size_t i = size_t((nc * g.H + h) * g.W + w);
+            float want = pool2d_backward_at(g, x.data() + nc * g.H * g.W, dy.data() + nc * g.P * g.Q, h, w);
+            if (acc) want = pre[i] + want;
+            diff += std::memcmp(&dx[i], &want, sizeof(float)) != 0;
+            ++total;
+          }
+    }
   }
-  std::printf("[err] max-pool backward scatter vs per-cell definition: %lld of %lld cells differ\n", (long long)diff,
+  std::printf("[err] pool backward scatter vs per-cell definition: %lld of %lld cells differ (bits)\n", (long long)diff,
               (long long)total);
   EXPECT_EQ(diff, 0);
 }

@@ -166,36 +166,41 @@ template <typename T>
 void pool2d_backward_cpu(const Pool2dParams& p, const T* dy, const T* x, T* dx, bool accumulate_dx) {
   const PoolGeom g = pool2d_geometry(p);
   CTDET_CHECK(g.kind == 1 || x != nullptr, "max_pool2d backward: needs the saved input x");
-  if (g.kind == 0 && (!accumulate_dx || (g.kh <= g.sh && g.kw <= g.sw))) {
-    // Max pool by scatter: each window's first maximum (pool_max_window, as the forward) receives its dy, windows in
-    // (p, q) order. That is the order in which pool2d_backward_at sums a cell's contributions from zero, so the
-    // result is the same bit for bit, with one argmax per window instead of one per window per covered cell. With
-    // accumulation only for disjoint windows (one contribution per cell: dx + dy either way). Planes split over
-    // threads: each plane's scatter stays in its serial order.
-    parallel_ranges(g.N * g.C, min_iterations_for(g.H * g.W + g.P * g.Q * g.kh * g.kw), [&](int64_t nc0, int64_t nc1) {
-      for (int64_t nc = nc0; nc < nc1; ++nc) {
+  // By scatter: windows in (p, q) order hand their dy to the cells they chose (max: the first maximum, as the
+  // forward's pool_max_window) or, divided by their divisor, to all their in-image cells (avg). Every cell then
+  // receives its contributions in the (p, q) order in which pool2d_backward_at sums them from zero, and each term is
+  // computed by the same expression, so the result is the same bit for bit, with one argmax or division per window
+  // instead of one per window per covered cell. With accumulation the sum goes to a zeroed plane first and is then
+  // added, as store_grad adds the definition's sum. Planes split over threads; each plane's scatter stays serial.
+  const bool direct = !accumulate_dx || (g.kind == 0 && g.kh <= g.sh && g.kw <= g.sw);  // disjoint max: one term/cell
+  parallel_ranges(g.N * g.C, min_iterations_for(g.H * g.W + g.P * g.Q * g.kh * g.kw), [&](int64_t nc0, int64_t nc1) {
+    std::vector<T> plane(direct ? 0 : size_t(g.H * g.W));
+    for (int64_t nc = nc0; nc < nc1; ++nc) {
+      const T* dyp = dy + nc * g.P * g.Q;
+      T* dxp = dx + nc * g.H * g.W;
+      T* out = direct ? dxp : plane.data();
+      if (!accumulate_dx || !direct) std::fill(out, out + g.H * g.W, T(0));
+      if (g.kind == 0) {
         const T* xp = x + nc * g.H * g.W;
-        const T* dyp = dy + nc * g.P * g.Q;
-        T* dxp = dx + nc * g.H * g.W;
-        if (!accumulate_dx) std::fill(dxp, dxp + g.H * g.W, T(0));
         for (int64_t i = 0; i < g.P; ++i)
           for (int64_t j = 0; j < g.Q; ++j) {
             int64_t arg;
             pool_max_window(g, xp, i, j, &arg);
-            if (arg >= 0) dxp[arg] += dyp[i * g.Q + j];
+            if (arg >= 0) out[arg] += dyp[i * g.Q + j];
+          }
+      } else {
+        for (int64_t i = 0; i < g.P; ++i)
+          for (int64_t j = 0; j < g.Q; ++j) {
+            const T v = dyp[i * g.Q + j] / T(pool_avg_divisor(g, i, j));
+            const int64_t h0 = i * g.sh - g.pad_top, w0 = j * g.sw - g.pad_left;
+            const int64_t hs = pool_max64(h0, 0), he = pool_min64(h0 + g.kh, g.H);
+            const int64_t ws = pool_max64(w0, 0), we = pool_min64(w0 + g.kw, g.W);
+            for (int64_t h = hs; h < he; ++h)
+              for (int64_t w = ws; w < we; ++w) out[h * g.W + w] += v;
           }
       }
-    });
-    return;
-  }
-  parallel_ranges(g.N * g.C, min_iterations_for(g.H * g.W * g.kh * g.kw), [&](int64_t nc0, int64_t nc1) {
-    for (int64_t nc = nc0; nc < nc1; ++nc) {
-      const T* xp = x ? x + nc * g.H * g.W : nullptr;
-      const T* dyp = dy + nc * g.P * g.Q;
-      T* dxp = dx + nc * g.H * g.W;
-      for (int64_t h = 0; h < g.H; ++h)
-        for (int64_t w = 0; w < g.W; ++w)
-          store_grad(dxp + h * g.W + w, pool2d_backward_at(g, xp, dyp, h, w), accumulate_dx);
+      if (!direct)
+        for (int64_t i = 0; i < g.H * g.W; ++i) store_grad(dxp + i, plane[size_t(i)], true);
     }
   });
 }
