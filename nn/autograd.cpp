@@ -35,6 +35,27 @@ void GradBuilder::contribute(size_t target, const std::string& op, const std::ve
   written_[size_t(gid)] = 1;
 }
 
+void GradBuilder::contribute_many(const std::vector<size_t>& targets, const std::string& op,
+                                  const std::vector<ValueId>& inputs, std::any attrs) {
+  CTDET_CHECK(!targets.empty(), "contribute_many: no targets for node '", fwd().name, "'");
+  std::vector<ValueId> outs;
+  std::vector<char> acc;
+  std::string name = str("grad/", fwd().name, ".in");
+  for (size_t k = 0; k < targets.size(); ++k) {
+    CTDET_CHECK(needs_grad(targets[k]), "contribute_many: input ", targets[k], " of node '", fwd().name,
+                "' wants no gradient");
+    const ValueId gid = gradient_value(g_, in(targets[k]));
+    for (ValueId o : outs)
+      CTDET_CHECK(o != gid, "contribute_many: node '", fwd().name, "' names the same gradient twice");
+    if (size_t(gid) >= written_.size()) written_.resize(size_t(g_.num_values()), 0);
+    acc.push_back(char(written_[size_t(gid)] || g_.value(gid).kind == ValueKind::ParamGradient));
+    outs.push_back(gid);
+    name += (k ? "+" : "") + std::to_string(targets[k]);
+  }
+  g_.add_node_into(op, name, inputs, outs, acc, std::move(attrs), true);
+  for (ValueId gid : outs) written_[size_t(gid)] = 1;
+}
+
 ValueId GradBuilder::temp(const std::string& op, const std::string& suffix, const std::vector<ValueId>& inputs,
                           const Shape& shape, DType dtype, std::any attrs) {
   ValueId t = g_.new_value(str("grad/", fwd().name, ".", suffix), shape, dtype, ValueKind::Gradient);

@@ -27,6 +27,10 @@ class GradBuilder {
   // Appends a node of kind `op` whose single output is a contribution to the gradient of forward input
   // `target` (overwrite on the first contribution, accumulate after; always accumulate for parameters).
   void contribute(size_t target, const std::string& op, const std::vector<ValueId>& inputs, std::any attrs = {});
+  // One node whose outputs are contributions to the gradients of several forward inputs (targets[k] gets output k),
+  // for kernels that compute them in one pass. Every target must want a gradient (check needs_grad first).
+  void contribute_many(const std::vector<size_t>& targets, const std::string& op, const std::vector<ValueId>& inputs,
+                       std::any attrs = {});
   // Appends a backward-side node producing a fresh intermediate value; returns it.
   ValueId temp(const std::string& op, const std::string& suffix, const std::vector<ValueId>& inputs,
                const Shape& shape, DType dtype, std::any attrs = {});

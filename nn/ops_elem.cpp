@@ -8,7 +8,8 @@
 //   relu6_grad            dy, y -> dx                                     ; none
 //   bn_scale_shift        gamma, beta, mean, var (C) -> scale, shift (C)  ; BatchNormParams (eps); frozen BN only
 //   bn_add_relu           x (N,C,..), scale (C), shift (C) [, r like x] -> y ; none
-//   bn_add_relu_grad_x    dy, y, scale -> dx                              ; none   (dr uses core "relu_grad")
+//   bn_add_relu_grad_x    dy, y, scale -> dx                              ; none   (no residual gradient wanted)
+//   bn_add_relu_grad      dy, y, scale -> dr, dx                          ; none   (the residual and x, one pass)
 //   concat                x_0..x_k-1 (N,C_i,..) -> y (N,sum C_i,..)       ; none   (grad: "slice" per input)
 //   slice                 x (N,C,..) -> y (N,count,..)                    ; SliceAttrs
 //   slice_grad            dy (N,count,..) -> dx (x_shape)                 ; SliceGradAttrs
@@ -41,6 +42,7 @@ void elem_bn_scale_shift_cuda(OpContext& c);
 void elem_relu6_grad_cuda(OpContext& c);
 void elem_bn_add_relu_cuda(OpContext& c);
 void elem_bn_add_relu_grad_x_cuda(OpContext& c);
+void elem_bn_add_relu_grad_cuda(OpContext& c);
 void elem_concat_cuda(OpContext& c);
 void elem_slice_cuda(OpContext& c);
 void elem_slice_grad_cuda(OpContext& c);
@@ -86,6 +88,12 @@ void bn_add_relu_cpu(OpContext& c) {
   BnAddReluParams p = bn_add_relu_params(c.in[0].shape);
   CTDET_FLOAT_OP(c, bn_add_relu_forward_cpu<T>(p, c.in[0].ptr<T>(), c.in[1].ptr<T>(), c.in[2].ptr<T>(),
                                                c.in.size() > 3 ? c.in[3].ptr<T>() : nullptr, c.out[0].ptr<T>()););
+}
+void bn_add_relu_grad_cpu(OpContext& c) {
+  BnAddReluParams p = bn_add_relu_params(c.in[0].shape);
+  CTDET_FLOAT_OP(c, bn_add_relu_backward_cpu<T>(p, c.in[0].ptr<T>(), c.in[1].ptr<T>(), c.in[2].ptr<T>(),
+                                                c.out[1].ptr<T>(), c.accumulate(1), c.out[0].ptr<T>(),
+                                                c.accumulate(0)););
 }
 void bn_add_relu_grad_x_cpu(OpContext& c) {
   BnAddReluParams p = bn_add_relu_params(c.in[0].shape);
@@ -357,9 +365,17 @@ void register_elem_ops(OpRegistry& r) {
 #if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       // Frozen BN: scale and shift get no gradient. g = dy * (y > 0); dx = g * scale, dr = g.
+      // With a residual that wants a gradient too, one pass writes both (bn_add_relu_grad).
       ValueId dy = b.grad_out();
+      const bool residual = b.fwd().inputs.size() > 3 && b.needs_grad(3);
+      if (residual && b.needs_grad(0) && b.in(0) != b.in(3)) {
+        // dr first: the in-place rule gives output 0 dy's buffer, and dr (the block input's gradient, which lives on
+        // to the block's first convolution) is the long-lived one, as when relu_grad wrote it in dy's place.
+        b.contribute_many({3, 0}, "bn_add_relu_grad", {dy, b.out(), b.in(1)});
+        return;
+      }
       b.contribute(0, "bn_add_relu_grad_x", {dy, b.out(), b.in(1)});
-      if (b.fwd().inputs.size() > 3) b.contribute(3, "relu_grad", {dy, b.out()});
+      if (residual) b.contribute(3, "relu_grad", {dy, b.out()});
     };
 #endif
     d.inplace = true;
@@ -383,6 +399,22 @@ void register_elem_ops(OpRegistry& r) {
     d.inplace = true;
     d.cpu = bn_add_relu_grad_x_cpu;
     d.cuda = CTDET_CUDA_FN(elem_bn_add_relu_grad_x_cuda);
+    r.add(d);
+  }
+  {
+    OpDef d;
+    d.name = "bn_add_relu_grad";
+    d.infer = [](const Graph& g, const Node& n) {
+      need_inputs(g, n, 3, 3, "dy, y, scale");
+      for (size_t i = 0; i < 3; ++i) need_float(g, n, i);
+      const Shape& dy = shp(g, n.inputs[0]);
+      need(dy.rank() >= 2 && shp(g, n.inputs[1]) == dy && shp(g, n.inputs[2]) == Shape({dy[1]}), g, n,
+           "expects dy and y (N,C,...) and scale (C)");
+      return std::vector<OutputDesc>{{dy, dt(g, n.inputs[0])}, {dy, dt(g, n.inputs[0])}};
+    };
+    d.inplace = true;  // dr may take dy's buffer: each element reads dy before writing dr and dx
+    d.cpu = bn_add_relu_grad_cpu;
+    d.cuda = CTDET_CUDA_FN(elem_bn_add_relu_grad_cuda);
     r.add(d);
   }
 #endif

@@ -57,6 +57,12 @@ void elem_bn_add_relu_grad_x_cuda(OpContext& c) {
                             c.accumulate(0), nullptr, false);
 }
 
+void elem_bn_add_relu_grad_cuda(OpContext& c) {
+  // outputs: dr, dx (ops_elem.cpp)
+  bn_add_relu_backward_cuda(ctx(c), bn_add_relu_params(c.in[0].shape), fin(c, 0), fin(c, 1), fin(c, 2), fout(c, 1),
+                            c.accumulate(1), fout(c, 0), c.accumulate(0));
+}
+
 void elem_concat_cuda(OpContext& c) {
   require_overwrite(c);
   ConcatParams p;

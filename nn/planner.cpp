@@ -98,14 +98,45 @@ Placement place_best_fit_sweep(const std::vector<BufferReq>& bufs, size_t alignm
   return p;
 }
 
+const char* greedy_order_name(GreedyOrder order) {
+  switch (order) {
+    case GreedyOrder::Size: return "greedy by size";
+    case GreedyOrder::Area: return "greedy by size x lifetime";
+    case GreedyOrder::Lifetime: return "greedy by lifetime";
+    case GreedyOrder::SizeEarlyFirst: return "greedy by size, earlier first";
+  }
+  return "?";
+}
+
 Placement place_greedy_by_size(const std::vector<BufferReq>& bufs, size_t alignment) {
+  return place_greedy(bufs, alignment, GreedyOrder::Size);
+}
+
+Placement place_greedy(const std::vector<BufferReq>& bufs, size_t alignment, GreedyOrder how) {
   Placement p;
   p.offset.assign(bufs.size(), 0);
   std::vector<int> order(bufs.size());
   std::iota(order.begin(), order.end(), 0);
+  auto life = [&](int i) { return int64_t(bufs[size_t(i)].last - bufs[size_t(i)].first) + 1; };
+  auto size = [&](int i) { return bufs[size_t(i)].bytes; };
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    if (bufs[size_t(a)].bytes != bufs[size_t(b)].bytes) return bufs[size_t(a)].bytes > bufs[size_t(b)].bytes;
-    return (bufs[size_t(a)].last - bufs[size_t(a)].first) > (bufs[size_t(b)].last - bufs[size_t(b)].first);
+    switch (how) {
+      case GreedyOrder::Area: {
+        const double aa = double(size(a)) * double(life(a)), ab = double(size(b)) * double(life(b));
+        if (aa != ab) return aa > ab;
+        return size(a) > size(b);
+      }
+      case GreedyOrder::Lifetime:
+        if (life(a) != life(b)) return life(a) > life(b);
+        return size(a) > size(b);
+      case GreedyOrder::SizeEarlyFirst:
+        if (size(a) != size(b)) return size(a) > size(b);
+        return bufs[size_t(a)].first < bufs[size_t(b)].first;
+      case GreedyOrder::Size:
+        break;
+    }
+    if (size(a) != size(b)) return size(a) > size(b);
+    return life(a) > life(b);
   });
   std::vector<int> placed;
   std::vector<std::pair<size_t, size_t>> conflicts;  // (offset, end)
@@ -272,11 +303,19 @@ MemoryPlan plan_memory(const Graph& g, const PlanOptions& opt) {
   for (auto& b : p.buffers) p.no_reuse_bytes += align_up(b.bytes, opt.alignment);
   p.lower_bound = live_lower_bound(p.buffers, opt.alignment, &p.lower_bound_node);
   Placement a = place_best_fit_sweep(p.buffers, opt.alignment);
-  Placement b = place_greedy_by_size(p.buffers, opt.alignment);
+  Placement b;
+  const char* b_name = "";
+  for (GreedyOrder o : {GreedyOrder::Size, GreedyOrder::Area, GreedyOrder::Lifetime, GreedyOrder::SizeEarlyFirst}) {
+    Placement t = place_greedy(p.buffers, opt.alignment, o);
+    if (b_name[0] == 0 || t.peak < b.peak) {
+      b = std::move(t);
+      b_name = greedy_order_name(o);
+    }
+  }
   p.sweep_peak = a.peak;
   p.greedy_peak = b.peak;
   const Placement& best = a.peak <= b.peak ? a : b;
-  p.heuristic = a.peak <= b.peak ? "best-fit sweep" : "greedy by size";
+  p.heuristic = a.peak <= b.peak ? "best-fit sweep" : b_name;
   p.arena_bytes = best.peak;
   p.buffer_offset = best.offset;
   if (opt.verify) {

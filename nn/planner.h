@@ -30,6 +30,12 @@ size_t align_up(size_t x, size_t a);
 Placement place_best_fit_sweep(const std::vector<BufferReq>& bufs, size_t alignment);
 // Largest first; each at the lowest offset that fits between the buffers it overlaps in time.
 Placement place_greedy_by_size(const std::vector<BufferReq>& bufs, size_t alignment);
+// The same best-fit placement in other orders (the planner tries them all and keeps the smallest peak):
+//   Area: bytes x lifetime, largest first;  Lifetime: longest-lived first (then larger);
+//   SizeEarlyFirst: largest first, ties by earlier first use.
+enum class GreedyOrder { Size, Area, Lifetime, SizeEarlyFirst };
+Placement place_greedy(const std::vector<BufferReq>& bufs, size_t alignment, GreedyOrder order);
+const char* greedy_order_name(GreedyOrder order);
 // The largest sum of (aligned) live bytes at any node: no placement can beat it. *at_node gets that node.
 size_t live_lower_bound(const std::vector<BufferReq>& bufs, size_t alignment, int* at_node = nullptr);
 // Empty when no two buffers live at the same time overlap in memory; otherwise a description of one pair.

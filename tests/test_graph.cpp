@@ -327,15 +327,18 @@ TEST(Planner, RandomGraphsNoOverlapAndBounds) {
     size_t lb = live_lower_bound(bufs, 256);
     size_t nr = 0;
     for (auto& b : bufs) nr += align_up(b.bytes, 256);
-    for (int h = 0; h < 2; ++h) {
-      Placement p = h == 0 ? place_best_fit_sweep(bufs, 256) : place_greedy_by_size(bufs, 256);
+    const GreedyOrder orders[4] = {GreedyOrder::Size, GreedyOrder::Area, GreedyOrder::Lifetime,
+                                   GreedyOrder::SizeEarlyFirst};
+    size_t best = SIZE_MAX;
+    for (int h = 0; h < 5; ++h) {
+      Placement p = h == 0 ? place_best_fit_sweep(bufs, 256) : place_greedy(bufs, 256, orders[h - 1]);
+      best = std::min(best, p.peak);
       std::string bad = find_overlap(bufs, p.offset);
       ASSERT_TRUE(bad.empty()) << "trial " << t << " heuristic " << h << ": " << bad;
       for (size_t i = 0; i < bufs.size(); ++i) ASSERT_EQ(p.offset[i] % 256, 0u);
       ASSERT_LE(lb, p.peak);
       ASSERT_LE(p.peak, nr);
     }
-    size_t best = std::min(place_best_fit_sweep(bufs, 256).peak, place_greedy_by_size(bufs, 256).peak);
     double r = double(best) / double(lb);
     worst_ratio = std::max(worst_ratio, r);
     sum_ratio += r;

@@ -172,11 +172,20 @@ TEST(GraphOps, BnAddReluGradientsToInputAndResidual) {
   ValueId scale = g.input("bn.scale", {3}), shift = g.input("bn.shift", {3});
   ValueId y = g.add1("bn_add_relu", "block.out", {x, scale, shift, r});
   ValueId z = g.add1("bn_add_relu", "block2.out", {x, scale, shift});  // no residual; x read twice
+  ValueId w = g.add1("bn_add_relu", "block3.out", {r, scale, shift, r});  // x and residual the same value
   ValueId loss = g.add1("add", "loss", {weighted_sum(g, y, "t1"), weighted_sum(g, z, "t2")});
+  loss = g.add1("add", "loss2", {loss, weighted_sum(g, w, "t3")});
   Harness<double> h(g, loss);
+  int fused = 0, separate = 0;
+  for (const Node& n : g.nodes()) {
+    fused += n.op == "bn_add_relu_grad";
+    separate += n.op == "bn_add_relu_grad_x";
+  }
+  EXPECT_EQ(fused, 1);     // block.out: x and r in one pass
+  EXPECT_EQ(separate, 2);  // block2.out (no residual) and block3.out (residual = x: two contributions to one gradient)
   h.fill_rest(200);
-  EXPECT_LT(h.check("x (bn_add_relu twice)", x), kTol);
-  EXPECT_LT(h.check("r (residual)", r), kTol);
+  EXPECT_LT(h.check("x (bn_add_relu twice, one of them fused with the residual's gradient)", x), kTol);
+  EXPECT_LT(h.check("r (residual, and both inputs of block3)", r), kTol);
 }
 
 // concat(a, b, a): a's gradient arrives as two "slice" contributions, the second accumulating; a slice of the
