@@ -89,6 +89,15 @@ void bn_add_relu_cpu(OpContext& c) {
   CTDET_FLOAT_OP(c, bn_add_relu_forward_cpu<T>(p, c.in[0].ptr<T>(), c.in[1].ptr<T>(), c.in[2].ptr<T>(),
                                                c.in.size() > 3 ? c.in[3].ptr<T>() : nullptr, c.out[0].ptr<T>()););
 }
+// The gradient nodes' inputs dy, y (N,C,...) and scale (C): checked, naming the node; returns dy's shape.
+Shape bn_add_relu_grad_shape(const Graph& g, const Node& n) {
+  need_inputs(g, n, 3, 3, "dy, y, scale");
+  for (size_t i = 0; i < 3; ++i) need_float(g, n, i);
+  const Shape& dy = shp(g, n.inputs[0]);
+  need(dy.rank() >= 2 && shp(g, n.inputs[1]) == dy && shp(g, n.inputs[2]) == Shape({dy[1]}), g, n,
+       "expects dy and y (N,C,...) and scale (C)");
+  return dy;
+}
 void bn_add_relu_grad_cpu(OpContext& c) {
   BnAddReluParams p = bn_add_relu_params(c.in[0].shape);
   CTDET_FLOAT_OP(c, bn_add_relu_backward_cpu<T>(p, c.in[0].ptr<T>(), c.in[1].ptr<T>(), c.in[2].ptr<T>(),
@@ -146,6 +155,18 @@ void gather_rows_grad_cpu(OpContext& c) {
 }
 
 // ---- pooling ---------------------------------------------------------------------------------------------
+// The output shape of a pool node over x (N,C,H,W): checks the input and the params, naming the node.
+Shape pool2d_out_shape(const Graph& g, const Node& n) {
+  need_inputs(g, n, 1, 1, "x (N,C,H,W)");
+  need_float(g, n, 0);
+  const Shape& x = shp(g, n.inputs[0]);
+  need(x.rank() == 4, g, n, "x must be (N,C,H,W)");
+  Pool2dParams p = pool2d_params(node_attrs<Pool2dParams>(n), x);
+  PoolGeom geo{};
+  validated(g, n, [&] { geo = pool2d_geometry(p); });
+  return Shape{x[0], x[1], geo.P, geo.Q};
+}
+
 void pool2d_cpu(OpContext& c) {
   require_overwrite(c);
   Pool2dParams p = pool2d_params(c.attrs<Pool2dParams>(), c.in[0].shape);
@@ -388,14 +409,7 @@ void register_elem_ops(OpRegistry& r) {
   {
     OpDef d;
     d.name = "bn_add_relu_grad_x";
-    d.infer = [](const Graph& g, const Node& n) {
-      need_inputs(g, n, 3, 3, "dy, y, scale");
-      for (size_t i = 1; i < 3; ++i) need_float(g, n, i);
-      const Shape& dy = shp(g, n.inputs[0]);
-      need(dy.rank() >= 2 && shp(g, n.inputs[1]) == dy && shp(g, n.inputs[2]) == Shape({dy[1]}), g, n,
-           "expects dy and y (N,C,...) and scale (C)");
-      return one(dy, dt(g, n.inputs[0]));
-    };
+    d.infer = [](const Graph& g, const Node& n) { return one(bn_add_relu_grad_shape(g, n), dt(g, n.inputs[0])); };
     d.inplace = true;
     d.cpu = bn_add_relu_grad_x_cpu;
     d.cuda = CTDET_CUDA_FN(elem_bn_add_relu_grad_x_cuda);
@@ -405,11 +419,7 @@ void register_elem_ops(OpRegistry& r) {
     OpDef d;
     d.name = "bn_add_relu_grad";
     d.infer = [](const Graph& g, const Node& n) {
-      need_inputs(g, n, 3, 3, "dy, y, scale");
-      for (size_t i = 0; i < 3; ++i) need_float(g, n, i);
-      const Shape& dy = shp(g, n.inputs[0]);
-      need(dy.rank() >= 2 && shp(g, n.inputs[1]) == dy && shp(g, n.inputs[2]) == Shape({dy[1]}), g, n,
-           "expects dy and y (N,C,...) and scale (C)");
+      const Shape dy = bn_add_relu_grad_shape(g, n);
       return std::vector<OutputDesc>{{dy, dt(g, n.inputs[0])}, {dy, dt(g, n.inputs[0])}};
     };
     d.inplace = true;  // dr may take dy's buffer: each element reads dy before writing dr and dx
@@ -530,16 +540,7 @@ void register_elem_ops(OpRegistry& r) {
   {
     OpDef d;
     d.name = "pool2d";
-    d.infer = [](const Graph& g, const Node& n) {
-      need_inputs(g, n, 1, 1, "x (N,C,H,W)");
-      need_float(g, n, 0);
-      const Shape& x = shp(g, n.inputs[0]);
-      need(x.rank() == 4, g, n, "x must be (N,C,H,W)");
-      Pool2dParams p = pool2d_params(node_attrs<Pool2dParams>(n), x);
-      PoolGeom geo{};
-      validated(g, n, [&] { geo = pool2d_geometry(p); });
-      return one(Shape{x[0], x[1], geo.P, geo.Q}, dt(g, n.inputs[0]));
-    };
+    d.infer = [](const Graph& g, const Node& n) { return one(pool2d_out_shape(g, n), dt(g, n.inputs[0])); };
 #if !CTDET_INFERENCE_ONLY
     d.grad = [](GradBuilder& b) {
       Pool2dParams p = pool2d_params(std::any_cast<const Pool2dParams&>(b.fwd().attrs), b.graph().value(b.in(0)).shape);
@@ -583,17 +584,11 @@ void register_elem_ops(OpRegistry& r) {
     OpDef d;
     d.name = "max_pool_argmax";
     d.infer = [](const Graph& g, const Node& n) {
-      need_inputs(g, n, 1, 1, "x (N,C,H,W)");
-      need_float(g, n, 0);
+      const Shape y = pool2d_out_shape(g, n);
       const Shape& x = shp(g, n.inputs[0]);
-      need(x.rank() == 4, g, n, "x must be (N,C,H,W)");
-      Pool2dParams p = pool2d_params(node_attrs<Pool2dParams>(n), x);
-      need(p.kind == PoolKind::Max, g, n, "the pool must be a max pool");
+      need(node_attrs<Pool2dParams>(n).kind == PoolKind::Max, g, n, "the pool must be a max pool");
       need(x[2] * x[3] <= int64_t(INT32_MAX), g, n, "an input plane of ", x[2], "x", x[3],
            " cells does not fit int32 argmax indices");
-      PoolGeom geo{};
-      validated(g, n, [&] { geo = pool2d_geometry(p); });
-      const Shape y{x[0], x[1], geo.P, geo.Q};
       return std::vector<OutputDesc>{{y, dt(g, n.inputs[0])}, {y, DType::I32}};
     };
 #if !CTDET_INFERENCE_ONLY
