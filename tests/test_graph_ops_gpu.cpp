@@ -31,7 +31,8 @@ ValueId weighted_sum(Graph& g, ValueId y, const std::string& name) {
   return g.add1("sum", name + ".sum", {g.add1("mul", name + ".mul", {y, w})});
 }
 
-// Every differentiable op kind of the two files, at moderately sized (ResNet-like) shapes.
+// Every differentiable op kind of the two files, at moderately sized (ResNet-like) shapes (bn_add_relu with a
+// residual: its two-output backward; max_pool_argmax: the training ROI pool).
 struct AllOps {
   Graph g{DType::F32};
   ValueId x, r, pred, loss;
@@ -78,7 +79,13 @@ struct AllOps {
     rp.spatial_scale = 1.f / 16.f;
     ValueId cr = g.add1("crop_and_resize", "crop", {cat, boxes, bidx}, cp);
     ValueId ra = g.add1("roi_align", "align", {cat, rois}, rp);
+    // The training graphs' ROI pool: max pool keeping its argmax (2x2/2 over the ReLU6 output).
+    Pool2dParams rp2;
+    rp2.kind = PoolKind::Max;
+    rp2.kh = rp2.kw = rp2.sh = rp2.sw = 2;
+    ValueId amax = g.add("max_pool_argmax", "roi_pool", {a}, rp2)[0];
     ValueId l = g.add1("add", "l1", {ce, sig});
+    l = g.add1("add", "l1b", {l, weighted_sum(g, amax, "t0")});
     l = g.add1("add", "l2", {l, sl1});
     l = g.add1("add", "l3", {l, weighted_sum(g, cr, "t1")});
     loss = g.add1("add", "loss", {l, weighted_sum(g, ra, "t2")});
