@@ -27,12 +27,7 @@ static ValueId gradient_value(Graph& g, ValueId v) {
 void GradBuilder::contribute(size_t target, const std::string& op, const std::vector<ValueId>& inputs,
                              std::any attrs) {
   if (!needs_grad(target)) return;
-  ValueId gid = gradient_value(g_, in(target));
-  if (size_t(gid) >= written_.size()) written_.resize(size_t(g_.num_values()), 0);
-  bool acc = written_[size_t(gid)] || g_.value(gid).kind == ValueKind::ParamGradient;
-  std::string name = str("grad/", fwd().name, ".in", target);
-  g_.add_node_into(op, name, inputs, {gid}, {char(acc)}, std::move(attrs), true);
-  written_[size_t(gid)] = 1;
+  contribute_many({target}, op, inputs, std::move(attrs));  // the node is named grad/<node>.in<target>
 }
 
 void GradBuilder::contribute_many(const std::vector<size_t>& targets, const std::string& op,

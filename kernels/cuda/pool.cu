@@ -31,12 +31,16 @@ __global__ void pool2d_bwd_kernel(PoolGeom g, const float* dy, const float* x, f
   }
 }
 
-// Two-pass max-pool backward (kernels/pool.h): argmax per window, then a gather per input cell.
-__global__ void pool2d_argmax_kernel(PoolGeom g, const float* x, int32_t* arg) {
+// Each max window's argmax (pool_max_argmax_at), and its value too when y is given: the first pass of the two-pass
+// backward (y null) and the training graphs' forward that keeps the argmax (max_pool_argmax).
+__global__ void pool2d_argmax_kernel(PoolGeom g, const float* x, float* y, int32_t* arg) {
   const int64_t per = g.P * g.Q;
   CTDET_GRID_STRIDE(i, g.N * g.C * per) {
     const int64_t nc = i / per, pq = i % per;
-    arg[i] = pool_max_argmax_at(g, x + nc * g.H * g.W, pq / g.Q, pq % g.Q);
+    int64_t a;
+    const float v = pool_max_window(g, x + nc * g.H * g.W, pq / g.Q, pq % g.Q, &a);
+    if (y) y[i] = v;
+    arg[i] = int32_t(a);
   }
 }
 
@@ -45,17 +49,6 @@ __global__ void pool2d_bwd_from_argmax_kernel(PoolGeom g, const float* dy, const
   CTDET_GRID_STRIDE(i, g.N * g.C * per) {
     const int64_t nc = i / per, hw = i % per;
     store_grad(dx + i, pool_max_backward_from_argmax_at(g, arg + nc * out, dy + nc * out, hw / g.W, hw % g.W), acc);
-  }
-}
-
-// Max pool forward keeping the argmax: y and arg of each window from one pool_max_window.
-__global__ void pool2d_max_fwd_argmax_kernel(PoolGeom g, const float* x, float* y, int32_t* arg) {
-  const int64_t per = g.P * g.Q;
-  CTDET_GRID_STRIDE(i, g.N * g.C * per) {
-    const int64_t nc = i / per, pq = i % per;
-    int64_t a;
-    y[i] = pool_max_window(g, x + nc * g.H * g.W, pq / g.Q, pq % g.Q, &a);
-    arg[i] = int32_t(a);
   }
 }
 
@@ -94,7 +87,7 @@ void pool2d_backward_cuda(CudaContext& ctx, const Pool2dParams& p, const float* 
   if (g.kind == 0 && workspace && workspace_bytes >= pool2d_backward_cuda_workspace_bytes(p)) {
     int32_t* arg = static_cast<int32_t*>(workspace);
     const int64_t windows = g.N * g.C * g.P * g.Q;
-    pool2d_argmax_kernel<<<grid_for(windows), kBlock, 0, ctx.stream>>>(g, x, arg);
+    pool2d_argmax_kernel<<<grid_for(windows), kBlock, 0, ctx.stream>>>(g, x, nullptr, arg);
     CTDET_CUDA_LAUNCH_CHECK("pool2d_argmax_kernel");
     pool2d_bwd_from_argmax_kernel<<<grid_for(n), kBlock, 0, ctx.stream>>>(g, dy, arg, dx, accumulate_dx);
     CTDET_CUDA_LAUNCH_CHECK("pool2d_bwd_from_argmax_kernel");
@@ -111,8 +104,8 @@ void pool2d_max_forward_argmax_cuda(CudaContext& ctx, const Pool2dParams& p, con
               " cells does not fit int32 indices");
   const int64_t windows = g.N * g.C * g.P * g.Q;
   if (windows == 0) return;
-  pool2d_max_fwd_argmax_kernel<<<grid_for(windows), kBlock, 0, ctx.stream>>>(g, x, y, arg);
-  CTDET_CUDA_LAUNCH_CHECK("pool2d_max_fwd_argmax_kernel");
+  pool2d_argmax_kernel<<<grid_for(windows), kBlock, 0, ctx.stream>>>(g, x, y, arg);
+  CTDET_CUDA_LAUNCH_CHECK("pool2d_argmax_kernel (with values)");
 }
 
 void pool2d_max_backward_from_argmax_cuda(CudaContext& ctx, const Pool2dParams& p, const float* dy,
