@@ -186,20 +186,26 @@ TEST(FasterRcnnGpu, ArenaGradientsAndTheListOptimizerTrainLikeTheCpu) {
     double worst_w = 0, worst_m = 0;
     std::string at_w, at_m;
     for (const auto& [n, w] : ref.w) {
-      std::vector<float> dref(w.size()), da(w.size());
-      for (size_t i = 0; i < w.size(); ++i) {
-        dref[i] = w[i] - ref.w0.at(n)[i];
-        da[i] = a.w.at(n)[i] - a.w0.at(n)[i];
-      }
-      double mx = 0, mm = 0;
-      for (float v : dref) mx = std::max(mx, double(std::abs(v)));
+      // The weight change is read back as w - w0 in float, so it moves in steps of one ulp of w: with updates of
+      // ~1e-6 on weights of ~1e-2 that step is ~1e-4 of the largest change (H200 run 6: CUDA vs CPU differed by
+      // exactly 1.297e-4 at rpn.box.weight, arena vs store by 2.593e-4, two such steps). Up to 4 ulps of the
+      // weight are rounding; what exceeds them is compared. The momentum has no such offset.
+      double mx = 0, mm = 0, excess = 0;
+      for (size_t i = 0; i < w.size(); ++i) mx = std::max(mx, double(std::abs(w[i] - ref.w0.at(n)[i])));
       for (float v : ref.m.at(n)) mm = std::max(mm, double(std::abs(v)));
-      const double ew = tu::compare(da, dref).max_abs / std::max(mx, 1e-12);
+      for (size_t i = 0; i < w.size(); ++i) {
+        const double dref = double(w[i]) - ref.w0.at(n)[i], da = double(a.w.at(n)[i]) - a.w0.at(n)[i];
+        const float big = std::max(std::abs(w[i]), std::abs(a.w.at(n)[i]));
+        const double ulp = double(std::nextafter(big, INFINITY)) - big;
+        excess = std::max(excess, std::abs(da - dref) - 4 * ulp);
+      }
+      const double ew = excess / std::max(mx, 1e-12);
       const double em = tu::compare(a.m.at(n), ref.m.at(n)).max_abs / std::max(mm, 1e-12);
       if (mx > 0 && ew > worst_w) worst_w = ew, at_w = n;
       if (mm > 0 && em > worst_m) worst_m = em, at_m = n;
     }
-    std::printf("[err] %s vs %s after 2 steps: weight change worst %.3e of its max (%s), momentum %.3e (%s)\n", a.name,
+    std::printf("[err] %s vs %s after 2 steps: weight change beyond 4 ulps of w worst %.3e of its max (%s), "
+                "momentum %.3e (%s)\n", a.name,
                 ref.name, worst_w, at_w.c_str(), worst_m, at_m.c_str());
     // CUDA vs CPU: the gradients' own difference (test above: 2e-3 of max) carried through clip and momentum.
     EXPECT_LE(worst_w, k == 1 ? 5e-3 : 1e-4) << at_w;

@@ -136,10 +136,19 @@ TEST(GraphOpsGpu, AllDifferentiableOpsMatchCpu) {
   auto el = tu::compare(eg.get<float>(m.loss), ec.get<float>(m.loss));
   tu::print_err("loss", el);
   EXPECT_LT(el.max_rel, 1e-4);
+  // Relative to the gradient's scale: an element of d loss / d r sums several branches (bn_add_relu, both pools,
+  // crop, RoIAlign; up to 25 in magnitude) that can cancel to a small value, and atomics on the device sum them in
+  // a schedule-dependent order (H200 run 6: max |diff| 9.5e-6, at an element of -16.2; element-relative 4.0e-4,
+  // and 1.2e-3 under compute-sanitizer, which changes the order). An element-relative bound tests the order.
   for (auto [name, v] : {std::pair<const char*, ValueId>{"x", m.x}, {"r", m.r}, {"pred", m.pred}}) {
-    auto e = tu::compare(eg.get<float>(g.value(v).grad), ec.get<float>(g.value(v).grad), 1e-3);
+    const std::vector<float> ref = ec.get<float>(g.value(v).grad);
+    auto e = tu::compare(eg.get<float>(g.value(v).grad), ref, 1e-3);
+    double scale = 0;
+    for (float f : ref) scale = std::max(scale, double(std::abs(f)));
     tu::print_err(str("d loss / d ", name, " (cuda vs cpu)"), e);
-    EXPECT_LT(e.max_rel, 1e-3) << name;
+    std::printf("[err] d loss / d %s: max_abs / max|ref| = %.3e (max|ref| %.4g)\n", name, e.max_abs / scale, scale);
+    EXPECT_GT(scale, 0.0) << name;
+    EXPECT_LT(e.max_abs, 2e-5 * scale) << name;
   }
 #endif
 }
