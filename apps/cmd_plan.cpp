@@ -4,6 +4,7 @@
 
 #include "apps/args.h"
 #include "apps/command.h"
+#include "detector/faster_rcnn.h"
 #include "detector/model_zoo.h"
 #include "nn/autograd.h"
 #include "nn/planner.h"
@@ -14,17 +15,19 @@ static int cmd_plan(const std::vector<std::string>& argv) {
   for (auto& a : argv)
     if (a == "--help" || a == "-h") {
       std::printf(
-          "usage: ctdet plan --list-models | --model NAME [--size HxW] [--batch N] [--train [--store-grads]]\n"
-          "                  [--memory-budget 8GiB] [--workspace-cap 256MiB] [--device cpu|cuda] [--top 10]\n"
+          "usage: ctdet plan --list-models | --model NAME [--size HxW] [--batch N] [--train [--store-grads]\n"
+          "                  [--recompute-backbone]] [--memory-budget 8GiB] [--workspace-cap 256MiB] [--device cpu|cuda] [--top 10]\n"
           "Prints the memory plan: parameters, gradients, optimizer state, planned activations and workspace,\n"
           "the no-reuse sum and lower bound, and the largest values live at the peak.\n"
           "--train plans the step `ctdet train` runs with one micro-batch: the parameter gradients in the arena,\n"
           "each live from its first write in backward to the update. --store-grads plans them as one block\n"
-          "for the whole step instead (train.grad_accumulation > 1, where they add up across micro-batches).\n");
+          "for the whole step instead (train.grad_accumulation > 1, where they add up across micro-batches).\n"
+          "--recompute-backbone plans train.recompute_backbone: the backbone's first stage recomputed in backward\n"
+          "segment by segment (gradient checkpointing; detectors only), keeping only the segments' outputs.\n");
       return 0;
     }
   Args a("plan", argv, {"model", "size", "batch", "memory-budget", "workspace-cap", "device", "top"},
-         {"train", "list-models", "store-grads"});
+         {"train", "list-models", "store-grads", "recompute-backbone"});
   if (a.flag("list-models")) {
     for (auto& m : known_models()) std::printf("%s\n", m.c_str());
     return 0;
@@ -51,9 +54,19 @@ static int cmd_plan(const std::vector<std::string>& argv) {
   ModelGraph m = build_model_graph(s);
   CTDET_CHECK(s.train || !a.flag("store-grads"), "plan: --store-grads needs --train");
   if (s.train && !a.flag("store-grads")) param_gradients_to_arena(m.graph);
+  std::string recompute_note;
+  if (a.flag("recompute-backbone")) {
+    CTDET_CHECK(s.train, "plan: --recompute-backbone needs --train");
+    CTDET_CHECK(!m.recompute_segments.empty(), "plan: --recompute-backbone: model '", s.name,
+                "' is not a detector (no backbone segments)");
+    const int copied = apply_segment_recompute(m.graph, m.recompute_segments);
+    recompute_note = str("backbone recomputed in backward: ", m.recompute_segments.size(), " segments (",
+                         describe_segments(m.graph, m.recompute_segments), "), ", copied, " forward nodes copied\n");
+  }
   std::printf("model %s (%s), input %dx%d, batch %d, %s, planned for %s\n", s.name.c_str(), m.description.c_str(),
               s.height, s.width, s.batch, s.train ? "training step" : "inference", dev.c_str());
   std::printf("graph: %d nodes, %d values\n", m.graph.num_nodes(), m.graph.num_values());
+  std::printf("%s", recompute_note.c_str());
   MemoryPlan p;
   if (a.has("memory-budget")) {
     std::string log;

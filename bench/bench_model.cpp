@@ -21,7 +21,7 @@
 // backward to the update); --store-grads keeps them in a store block instead. Until session 5 the update did not
 // clip and ResNet-101's random-weight runs turned NaN after the first (warm-up) run (stderr said "non-finite").
 //   bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter SUBSTR] [--profile]
-//               [--conv-algos heuristic|timed] [--store-grads] [--cpu-train]
+//               [--conv-algos heuristic|timed] [--store-grads] [--recompute-backbone] [--cpu-train]
 // --cpu-train: on the CPU also the training cases (600x600 batch 1; a ResNet-101 step takes about a minute here).
 // --conv-algos timed: cuDNN convolution algorithms by measured time (CudaContext::conv_algo_timed) instead of the
 // heuristics' ranking (CUDA only; the first, untimed warm-up run pays for the timing).
@@ -52,7 +52,8 @@ using namespace ctdet;
 namespace {
 
 struct Opt {
-  bool cuda = false, quick = false, profile = false, timed_algos = false, store_grads = false, cpu_train = false;
+  bool cuda = false, quick = false, profile = false, timed_algos = false, store_grads = false, cpu_train = false,
+       recompute = false;
   int reps = 0, warmup = 2;
   std::string filter;
 };
@@ -104,6 +105,7 @@ int main(int argc, char** argv) {
     else if (a == "--filter") o.filter = next();
     else if (a == "--profile") o.profile = true;
     else if (a == "--store-grads") o.store_grads = true;
+    else if (a == "--recompute-backbone") o.recompute = true;
     else if (a == "--cpu-train") o.cpu_train = true;
     else if (a == "--conv-algos") {
       const std::string v = next();
@@ -114,7 +116,7 @@ int main(int argc, char** argv) {
       o.timed_algos = v == "timed";
     } else {
       std::fprintf(stderr, "usage: bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter S] [--profile] "
-                   "[--conv-algos heuristic|timed] [--store-grads] [--cpu-train]\n");
+                   "[--conv-algos heuristic|timed] [--store-grads] [--recompute-backbone] [--cpu-train]\n");
       return 2;
     }
   }
@@ -171,6 +173,7 @@ int main(int argc, char** argv) {
                            : o.store_grads ? ParamUse::Training : ParamUse::TrainingGradsInArena);
       init_faster_rcnn_params(ps, cfg, 1);
       DetectorSession s(cfg, ps, dev, cx);
+      s.recompute_backbone = o.recompute;  // train.recompute_backbone (training cases only)
       // The trainer's update with the study's global-norm clip at 10: from these random weights ResNet-101's first
       // gradient is huge, and an unclipped step (even at lr 1e-6) made the weights NaN for every later run.
       std::unique_ptr<Optimizer> opt;

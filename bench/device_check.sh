@@ -158,6 +158,14 @@ if [ -x "$BUILD/bench_model" ]; then
   { echo; echo "## ResNet-101 training, gradients in the store block (bench_model --store-grads; compare bench_model.csv)"
     echo '```'; cat "$OUT_DIR/bench_model_store_grads.csv"; echo '```'; } >> "$SUMMARY"
 fi
+# Training with the backbone's first stage recomputed in backward (train.recompute_backbone): every training case,
+# compared with the peer below like the default run (time and memory).
+if [ -x "$BUILD/bench_model" ]; then
+  say "[$(elapsed)] bench_model --recompute-backbone (training cases)"
+  timeout ${BENCH_TIMEOUT:-120} "$BUILD/bench_model" --device cuda --recompute-backbone --filter " train" ${BENCH_ARGS:-} \
+    > "$OUT_DIR/bench_model_recompute.csv" 2>"$OUT_DIR/bench_model_recompute.err"
+  echo "- bench_model --recompute-backbone: rc $?, $(wc -l < "$OUT_DIR/bench_model_recompute.csv") lines (file bench_model_recompute.csv)" >> "$SUMMARY"
+fi
 if ls bench/peers/*.py >/dev/null 2>&1; then
   if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     for p in bench/peers/*.py; do
@@ -165,7 +173,7 @@ if ls bench/peers/*.py >/dev/null 2>&1; then
       timeout ${BENCH_TIMEOUT:-150} python3 "$p" --device cuda ${BENCH_ARGS:-} > "$OUT_DIR/peer_$(basename "$p" .py).csv" 2>>"$LOG"
       echo "- peer $(basename "$p"): rc $?" >> "$SUMMARY"
     done
-    for m in bench_model bench_model_timed; do
+    for m in bench_model bench_model_timed bench_model_recompute; do
       if [ -s "$OUT_DIR/$m.csv" ] && [ -s "$OUT_DIR/peer_torch_frcnn.csv" ]; then
         { echo; echo "## Whole detectors: ctdet ($m) vs PyTorch (bench/compare_models.py)"; echo
           python3 bench/compare_models.py "$OUT_DIR/$m.csv" "$OUT_DIR/peer_torch_frcnn.csv" 2>&1; } >> "$SUMMARY"

@@ -1,5 +1,6 @@
 #include "detector/faster_rcnn.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -103,6 +104,59 @@ ValueId loss_node(Graph& g, const char* op, const std::string& name, std::vector
 
 }  // namespace
 
+namespace {
+// The unit a backbone node belongs to, from its name: "layer3.7.conv2" -> "layer3.7", "Mixed_4b.Branch_1..." ->
+// "Mixed_4b", "conv1" -> "conv1".
+std::string unit_key(const std::string& name) {
+  const size_t d1 = name.find('.');
+  if (name.rfind("layer", 0) == 0 && d1 != std::string::npos) return name.substr(0, name.find('.', d1 + 1));
+  return name.substr(0, d1);
+}
+}  // namespace
+
+std::vector<std::pair<int, int>> backbone_recompute_segments(const Graph& g, std::pair<int, int> r) {
+  struct Unit {
+    int begin, end;
+    size_t bytes;
+  };
+  std::vector<Unit> units;
+  std::string last;
+  for (int i = r.first; i < r.second; ++i) {
+    const std::string k = unit_key(g.node(i).name);
+    if (units.empty() || k != last) units.push_back({i, i, 0});
+    last = k;
+    units.back().end = i + 1;
+    for (ValueId v : g.node(i).outputs) units.back().bytes += g.value(v).bytes();
+  }
+  if (units.empty()) return {};
+  size_t total = 0;
+  for (const Unit& u : units) total += u.bytes;
+  const size_t nseg = std::max<size_t>(1, size_t(std::lround(std::sqrt(double(units.size())))));
+  const size_t target = total / nseg;
+  std::vector<std::pair<int, int>> segs;
+  size_t cur = 0;
+  for (const Unit& u : units) {
+    if (segs.empty() || (cur > 0 && cur + u.bytes > target)) {
+      segs.push_back({u.begin, u.end});
+      cur = u.bytes;
+    } else {
+      segs.back().second = u.end;
+      cur += u.bytes;
+    }
+  }
+  return segs;
+}
+
+std::string describe_segments(const Graph& g, const std::vector<std::pair<int, int>>& segments) {
+  std::string s;
+  for (const auto& [b, e] : segments) {
+    if (e <= b) continue;
+    const std::string first = unit_key(g.node(b).name), lastk = unit_key(g.node(e - 1).name);
+    s += str(s.empty() ? "" : " | ", first, first == lastk ? "" : ".." + lastk);
+  }
+  return s;
+}
+
 ValueId roi_max_pool(Graph& g, ValueId crops, int k, bool train) {
   Pool2dParams pp;
   pp.kind = PoolKind::Max;
@@ -134,7 +188,9 @@ DetectorGraph build_faster_rcnn(const FasterRcnnConfig& cfg, const DetectorShape
   const double H = s.height, W = s.width;
 
   d.image = g.input("image", {N, 3, s.height, s.width});
+  const int first_begin = g.num_nodes();
   ValueId feat = bb.first(g, d.image);
+  d.first_stage_nodes = {first_begin, g.num_nodes()};
   const Shape& fs = g.value(feat).shape;
   d.feat_h = fs[2];
   d.feat_w = fs[3];

@@ -15,6 +15,7 @@
 // det_count (N), T = cfg.max_total.
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "detector/config.h"
@@ -42,7 +43,15 @@ struct DetectorGraph {
   ValueId det_boxes = kNoValue, det_scores = kNoValue, det_classes = kNoValue, det_count = kNoValue;
   int64_t feat_h = 0, feat_w = 0, num_anchors = 0;  // anchors per image M = feat_h * feat_w * A
   std::string description;
+  std::pair<int, int> first_stage_nodes{0, 0};  // [begin, end) of the backbone's first-stage forward nodes
 };
+
+// Gradient checkpointing of the backbone's first stage (`train.recompute_backbone`): segments of consecutive units
+// (ResNet "layer3.7", Inception "Mixed_4b", stem layers), about sqrt(units) of them balanced by the bytes their
+// nodes write, for apply_segment_recompute (nn/planner.h). Only the segments' outputs stay for backward.
+std::vector<std::pair<int, int>> backbone_recompute_segments(const Graph& g, std::pair<int, int> first_stage_nodes);
+// "conv1..layer1.2 | layer2.0..layer2.3 | ..." for logs.
+std::string describe_segments(const Graph& g, const std::vector<std::pair<int, int>>& segments);
 
 // Throws ctdet::Error for an invalid config or a size below the backbone's minimum (33x33).
 DetectorGraph build_faster_rcnn(const FasterRcnnConfig& cfg, const DetectorShape& shape, DType dtype = DType::F32);

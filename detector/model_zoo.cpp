@@ -101,6 +101,7 @@ ModelGraph build_detector(const ModelSpec& s, BackboneKind kind) {
   shape.train = s.train;
   DetectorGraph d = build_faster_rcnn(cfg, shape);
   ModelGraph m;
+  m.recompute_segments = backbone_recompute_segments(d.graph, d.first_stage_nodes);
   m.graph = std::move(d.graph);
   m.input = d.image;
   m.output = s.train ? d.loss : d.det_boxes;

@@ -2,6 +2,7 @@
 // (forward, and backward with a stand-in loss when training) for an input size and batch.
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nn/graph.h"
@@ -19,6 +20,9 @@ struct ModelGraph {
   ValueId input = kNoValue;
   ValueId output = kNoValue;  // the loss when training
   std::string description;
+  // Detectors: the backbone first stage's recomputation segments (backbone_recompute_segments), for
+  // apply_segment_recompute on training graphs.
+  std::vector<std::pair<int, int>> recompute_segments;
 };
 
 // Throws ctdet::Error listing the known models for an unknown name.

@@ -75,6 +75,8 @@ DetectorSession::Entry& DetectorSession::entry(bool train, int n, int h, int w) 
   e->d = build_faster_rcnn(cfg_, s, ps_.dtype());
 #if !CTDET_INFERENCE_ONLY
   if (train && ps_.use() == ParamUse::TrainingGradsInArena) param_gradients_to_arena(e->d.graph);
+  if (train && recompute_backbone)
+    apply_segment_recompute(e->d.graph, backbone_recompute_segments(e->d.graph, e->d.first_stage_nodes));
 #endif
   PlanOptions opt;
   opt.device = device_;

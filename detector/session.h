@@ -74,6 +74,10 @@ class DetectorSession {
   std::vector<int> last_roi_counts() const;
   // While set, train_step/detect time every node (Executor::profile) of whichever graph they run.
   bool profile = false;
+  // Training graphs built while set recompute the backbone's first stage in backward (gradient checkpointing over
+  // backbone_recompute_segments; `train.recompute_backbone`): less memory, one more first-stage forward per step.
+  // Set it before the first train_step: graphs are cached per shape.
+  bool recompute_backbone = false;
   // The executor of the last graph used (profiling: set its `profile` flag, run, read profile_table()).
   Executor* last_executor() const { return last_ ? last_->ex.get() : nullptr; }
   const FasterRcnnConfig& config() const { return cfg_; }

@@ -90,6 +90,14 @@ MemoryPlan plan_with_budget(Graph& g, PlanOptions opt, size_t budget, std::strin
 // made just before the first backward use. Returns the number of recomputed values.
 int apply_recompute(Graph& g);
 
+// Gradient checkpointing over segments of forward nodes ([begin, end) node index ranges, after backward()).
+// Of the values a segment produces, only those read by forward nodes outside it (or by the caller) are kept
+// for backward; the others that backward reads are recomputed by copies of their producer nodes, inserted once
+// per segment just before the first backward node that reads one of them. Costs one more forward pass of the
+// segments; on the CPU the recomputed values, and so the gradients, are bit-identical. Returns the number of
+// nodes copied. Only for segments of deterministic, side-effect-free forward ops (every graph op is).
+int apply_segment_recompute(Graph& g, const std::vector<std::pair<int, int>>& segments);
+
 // "1.50 GiB" style formatting.
 std::string format_bytes(size_t b);
 // Parses "8GiB", "512MiB", "3.5G", "1000000" into bytes; throws naming the text on bad input.

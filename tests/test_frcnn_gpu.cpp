@@ -63,10 +63,12 @@ TEST(FasterRcnnGpu, LossesGradientsAndDetectionsMatchCpu) {
     std::map<std::string, std::vector<float>> grads;
     std::vector<float> scores;
     std::vector<int32_t> count;
-  } out[2];
-  for (int k = 0; k < 2; ++k) {
+  } out[3];
+  // 0: CPU, 1: CUDA, 2: CUDA with the backbone recomputed in backward (train.recompute_backbone).
+  for (int k = 0; k < 3; ++k) {
     const Device dev = k ? Device::CUDA : Device::CPU;
     DetectorGraph t = build_faster_rcnn(cfg, DetectorShape{2, H, W, true, false});
+    if (k == 2) EXPECT_GT(apply_segment_recompute(t.graph, backbone_recompute_segments(t.graph, t.first_stage_nodes)), 0);
     DetectorGraph inf = build_faster_rcnn(cfg, DetectorShape{2, H, W, false, false});
     ParamStore ps(dev, DType::F32);
     ps.declare_from(t.graph);
@@ -93,26 +95,30 @@ TEST(FasterRcnnGpu, LossesGradientsAndDetectionsMatchCpu) {
     out[k].count = ei.get<int32_t>(inf.det_count);
   }
   const char* names[5] = {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss"};
-  for (int i = 0; i < 5; ++i) {
-    const double a = out[1].losses[size_t(i)], b = out[0].losses[size_t(i)];
-    std::printf("[err] %-14s cuda %.7f cpu %.7f rel %.3e\n", names[i], a, b, std::abs(a - b) / std::max(1e-6, std::abs(b)));
-    EXPECT_NEAR(a, b, 1e-3 * std::max(1.0, std::abs(b))) << names[i];
-  }
-  double worst = 0;
-  std::string at;
-  for (const auto& [n, g] : out[0].grads) {
-    double mx = 0;
-    for (float v : g) mx = std::max(mx, double(std::abs(v)));
-    const tu::ErrStats s = tu::compare(out[1].grads[n], g);
-    const double rel = mx > 0 ? s.max_abs / mx : s.max_abs;
-    if (rel > worst) {
-      worst = rel;
-      at = n;
+  for (int k = 1; k < 3; ++k) {
+    const char* what = k == 1 ? "cuda" : "cuda, recomputed backbone";
+    for (int i = 0; i < 5; ++i) {
+      const double a = out[k].losses[size_t(i)], b = out[0].losses[size_t(i)];
+      std::printf("[err] %-14s %s %.7f cpu %.7f rel %.3e\n", names[i], what, a, b,
+                  std::abs(a - b) / std::max(1e-6, std::abs(b)));
+      EXPECT_NEAR(a, b, 1e-3 * std::max(1.0, std::abs(b))) << names[i] << ", " << what;
     }
-    EXPECT_LE(rel, 2e-3) << n;
+    double worst = 0;
+    std::string at;
+    for (const auto& [n, g] : out[0].grads) {
+      double mx = 0;
+      for (float v : g) mx = std::max(mx, double(std::abs(v)));
+      const tu::ErrStats s = tu::compare(out[k].grads[n], g);
+      const double rel = mx > 0 ? s.max_abs / mx : s.max_abs;
+      if (rel > worst) {
+        worst = rel;
+        at = n;
+      }
+      EXPECT_LE(rel, 2e-3) << n << ", " << what;
+    }
+    std::printf("[err] detector gradients %s vs cpu: %zu tensors, worst max_abs/max|ref| %.3e (%s)\n", what,
+                out[0].grads.size(), worst, at.c_str());
   }
-  std::printf("[err] detector gradients cuda vs cpu: %zu tensors, worst max_abs/max|ref| %.3e (%s)\n",
-              out[0].grads.size(), worst, at.c_str());
   EXPECT_EQ(out[1].count, out[0].count);
   const size_t top = std::min<size_t>(5, size_t(out[0].count[0]));
   tu::ErrStats s = tu::compare(std::vector<float>(out[1].scores.begin(), out[1].scores.begin() + long(top)),

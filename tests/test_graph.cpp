@@ -449,6 +449,77 @@ TEST(Planner, RecomputationKeepsResultsAndLowersPeakWhenCheapValuesAreSaved) {
   }
 }
 
+// A chain of 8 blocks (linear -> relu -> mul by itself), checkpointed two blocks per segment.
+struct Chain {
+  Graph g{DType::F64};
+  ValueId x, loss;
+  std::vector<std::pair<int, int>> segments;
+  Chain() {
+    x = g.input("x", {6, 16});
+    ValueId h = x;
+    for (int k = 0; k < 8; ++k) {
+      const int begin = g.num_nodes();
+      const std::string b = str("b", k);
+      ValueId r = g.add1("relu", b + ".relu", {g.add1("linear", b + ".fc", {h, g.param(b + ".W", {16, 16})})});
+      h = g.add1("mul", b + ".sq", {r, r});
+      if (k % 2 == 0) segments.push_back({begin, g.num_nodes()});
+      else segments.back().second = g.num_nodes();
+    }
+    loss = g.add1("sum", "loss", {h});
+    backward(g, loss);
+  }
+};
+
+TEST(Planner, SegmentRecomputationGivesTheSameGradientsInASmallerArena) {
+  Chain a, b;
+  ParamStore ps(Device::CPU, DType::F64);
+  ps.declare_from(a.g);
+  ps.allocate();
+  init_params<double>(ps, 5);
+  const auto x = tu::random_vec<double>(6 * 16, 3, -1, 1);
+  MemoryPlan pa = plan_memory(a.g, {});
+  Executor ea(a.g, pa, ps, Device::CPU);
+  ea.set(a.x, x);
+  ea.run();
+  const double la = ea.get<double>(a.loss)[0];
+  std::map<std::string, std::vector<double>> ga;
+  for (const std::string& n : ps.names()) ga[n] = ps.get<double>(n, 1);
+  ps.zero_grads();
+
+  const int nodes_before = b.g.num_nodes();
+  const int copied = apply_segment_recompute(b.g, b.segments);
+  // Each segment recomputes what backward reads inside it: both blocks' fc, relu and, for the first block, the
+  // square that feeds the second (the last square is the segment's output, kept).
+  EXPECT_EQ(copied, 4 * 5);
+  EXPECT_EQ(b.g.num_nodes(), nodes_before + copied);
+  for (int i = 0; i < b.g.num_forward_nodes(); ++i) EXPECT_FALSE(b.g.node(i).is_backward) << b.g.node(i).name;
+  for (int i = b.g.num_forward_nodes(); i < b.g.num_nodes(); ++i) {
+    const Node& nd = b.g.node(i);
+    if (nd.name.rfind("recompute/", 0) == 0) continue;
+    for (ValueId v : nd.inputs) {  // backward reads no forward value inside a segment, only segment outputs
+      const std::string& vn = b.g.value(v).name;
+      const bool inner = b.g.value(v).kind == ValueKind::Activation &&
+                         (vn.find(".fc.out") != std::string::npos || vn.find(".relu.out") != std::string::npos);
+      EXPECT_FALSE(inner && vn.rfind("recompute/", 0) != 0) << nd.name << " reads " << vn;
+    }
+  }
+  MemoryPlan pb = plan_memory(b.g, {});
+  Executor eb(b.g, pb, ps, Device::CPU);
+  eb.debug = true;
+  eb.set(b.x, x);
+  eb.run();
+  EXPECT_EQ(eb.get<double>(b.loss)[0], la);
+  for (const std::string& n : ps.names()) EXPECT_EQ(ps.get<double>(n, 1), ga[n]) << n;
+  std::printf("[info] %d nodes copied: arena %zu -> %zu bytes (lower bound %zu -> %zu)\n", copied, pa.arena_bytes,
+              pb.arena_bytes, pa.lower_bound, pb.lower_bound);
+  EXPECT_LT(pb.lower_bound, pa.lower_bound);
+
+  Chain c;
+  EXPECT_THROW(apply_segment_recompute(c.g, {{0, 4}, {3, 6}}), Error);            // overlapping
+  EXPECT_THROW(apply_segment_recompute(c.g, {{0, c.g.num_nodes()}}), Error);     // beyond the forward nodes
+  EXPECT_EQ(apply_segment_recompute(c.g, {}), 0);
+}
+
 TEST(PlanCache, CachesPerKey) {
   RandomNet a(2, DType::F32);
   a.g.mark_output(a.loss);

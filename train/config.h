@@ -36,6 +36,7 @@ struct TrainConfig {
   double grad_clip_norm = 10.0;      // spec §8; 0 = no clipping
   std::string clip_mode = "global";  // "global" (model_main.py) or "per_tensor" (legacy train.py), spec §8
   int grad_accumulation = 1;         // micro-batches summed per optimizer step
+  bool recompute_backbone = false;   // gradient checkpointing of the backbone's first stage (less memory, +1 forward)
   std::string memory_budget;         // e.g. "8GiB"; "" = what the device has free
   int64_t checkpoint_every = 5000;   // steps between checkpoints; 0 = only at the end
   int keep_checkpoints = 7;          // newest K kept (TF CheckpointManager max_to_keep)

@@ -507,6 +507,7 @@ TrainResult run_training(const RunConfig& cfg_in, const TrainOptions& opt) {
 
   const size_t budget = tc.memory_budget.empty() ? 0 : parse_bytes(tc.memory_budget);
   DetectorSession session(cfg.model, ps, device, cuda_ptr, budget);
+  session.recompute_backbone = tc.recompute_backbone;
   Optimizer optim(ps, cuda_ptr, tc.momentum, tc.grad_clip_norm, tc.clip_mode == "per_tensor");
 
   // Loader positioned at the first micro-batch of step start + 1.
