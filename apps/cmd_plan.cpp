@@ -69,6 +69,7 @@ static int cmd_plan(const std::vector<std::string>& argv) {
   std::printf("%s", recompute_note.c_str());
   MemoryPlan p;
   if (a.has("memory-budget")) {
+    if (s.train && !a.flag("recompute-backbone")) opt.recompute_segments = m.recompute_segments;
     std::string log;
     p = plan_with_budget(m.graph, opt, parse_bytes(a.get("memory-budget")), &log);
     std::printf("%s", log.c_str());

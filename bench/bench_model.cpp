@@ -22,6 +22,7 @@
 // clip and ResNet-101's random-weight runs turned NaN after the first (warm-up) run (stderr said "non-finite").
 //   bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter SUBSTR] [--profile]
 //               [--conv-algos heuristic|timed] [--store-grads] [--recompute-backbone] [--cpu-train]
+// --recompute-backbone: training graphs recompute the backbone's first stage in backward (train.recompute_backbone).
 // --cpu-train: on the CPU also the training cases (600x600 batch 1; a ResNet-101 step takes about a minute here).
 // --conv-algos timed: cuDNN convolution algorithms by measured time (CudaContext::conv_algo_timed) instead of the
 // heuristics' ranking (CUDA only; the first, untimed warm-up run pays for the timing).

@@ -166,6 +166,12 @@ if [ -x "$BUILD/bench_model" ]; then
     > "$OUT_DIR/bench_model_recompute.csv" 2>"$OUT_DIR/bench_model_recompute.err"
   echo "- bench_model --recompute-backbone: rc $?, $(wc -l < "$OUT_DIR/bench_model_recompute.csv") lines (file bench_model_recompute.csv)" >> "$SUMMARY"
 fi
+# `ctdet train` end to end on the device: the default memory budget, then one that makes the planner recompute.
+if [ -x "$BUILD/ctdet" ]; then
+  say "[$(elapsed)] ctdet train on the device (bench/device_train_check.sh)"
+  { echo; echo "## ctdet train on the device (bench/device_train_check.sh: default budget, then 800 MiB)"; echo '```'
+    timeout 360 bash bench/device_train_check.sh "$BUILD/ctdet" "$OUT_DIR" 2>&1; echo '```'; } >> "$SUMMARY"
+fi
 if ls bench/peers/*.py >/dev/null 2>&1; then
   if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     for p in bench/peers/*.py; do

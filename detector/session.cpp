@@ -81,9 +81,12 @@ DetectorSession::Entry& DetectorSession::entry(bool train, int n, int h, int w) 
   PlanOptions opt;
   opt.device = device_;
   opt.cuda = cuda_;
+#if !CTDET_INFERENCE_ONLY
+  // Over a memory budget, the planner's last resort is checkpointing the backbone (as train.recompute_backbone).
+  if (train && !recompute_backbone) opt.recompute_segments = backbone_recompute_segments(e->d.graph, e->d.first_stage_nodes);
+#endif
   if (budget_ > 0) {
-    std::string log;
-    e->plan = plan_with_budget(e->d.graph, opt, budget_, &log);
+    e->plan = plan_with_budget(e->d.graph, opt, budget_, &e->plan_log);
   } else {
     e->plan = plan_memory(e->d.graph, opt);
   }
@@ -206,6 +209,10 @@ std::vector<int> DetectorSession::last_roi_counts() const {
   return std::vector<int>(c.begin(), c.end());
 }
 
+const std::string& DetectorSession::last_plan_log() const {
+  static const std::string none;
+  return last_ ? last_->plan_log : none;
+}
 size_t DetectorSession::planned_peak_bytes() const { return last_ ? last_->plan.arena_bytes : 0; }
 
 }  // namespace ctdet

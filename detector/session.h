@@ -67,6 +67,9 @@ class DetectorSession {
 
   // The memory plan report of the last graph used (for logs), and the number of cached graphs.
   std::string last_plan_report() const;
+  // What plan_with_budget tried for the last graph ("plan (workspace cap ...): total ..." per line; "" without a
+  // budget).
+  const std::string& last_plan_log() const;
   size_t planned_peak_bytes() const;
   size_t num_graphs() const { return cache_.size(); }
   // Proposals per image of the last inference run (the ROIs the second stage processed), or the sampled ROIs per
@@ -76,7 +79,8 @@ class DetectorSession {
   bool profile = false;
   // Training graphs built while set recompute the backbone's first stage in backward (gradient checkpointing over
   // backbone_recompute_segments; `train.recompute_backbone`): less memory, one more first-stage forward per step.
-  // Set it before the first train_step: graphs are cached per shape.
+  // Set it before the first train_step: graphs are cached per shape. Without it, a training graph over the memory
+  // budget gets the same rewrite as plan_with_budget's last resort.
   bool recompute_backbone = false;
   // The executor of the last graph used (profiling: set its `profile` flag, run, read profile_table()).
   Executor* last_executor() const { return last_ ? last_->ex.get() : nullptr; }
@@ -86,6 +90,7 @@ class DetectorSession {
   struct Entry {
     DetectorGraph d;
     MemoryPlan plan;
+    std::string plan_log;
     std::unique_ptr<Executor> ex;
   };
   Entry& entry(bool train, int n, int h, int w);

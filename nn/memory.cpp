@@ -50,6 +50,15 @@ void DeviceBuffer::allocate(Device d, size_t bytes) {
 #endif
 }
 
+bool device_memory_info(size_t* free_bytes, size_t* total_bytes) {
+  *free_bytes = *total_bytes = 0;
+#if CTDET_WITH_CUDA
+  if (cudaMemGetInfo(free_bytes, total_bytes) == cudaSuccess) return true;
+  cudaGetLastError();
+#endif
+  return false;
+}
+
 void DeviceBuffer::release() {
   if (!ptr_) return;
   if (device_ == Device::CPU) std::free(ptr_);

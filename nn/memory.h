@@ -34,6 +34,8 @@ class DeviceBuffer {
 
 // Copies between host and a buffer on `d` (synchronous).
 void copy_to_device(Device d, void* dst, const void* host_src, size_t bytes);
+// Free and total bytes of the current CUDA device (cudaMemGetInfo); false without CUDA or without a device.
+bool device_memory_info(size_t* free_bytes, size_t* total_bytes);
 void copy_to_host(Device d, void* host_dst, const void* src, size_t bytes);
 
 }  // namespace ctdet

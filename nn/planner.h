@@ -48,6 +48,9 @@ struct PlanOptions {
   size_t alignment = 256;
   bool inplace = true;
   bool verify = true;                 // run the overlap check (cheap; on by default)
+  // plan_with_budget only: forward-node segments it may checkpoint (apply_segment_recompute) as its last resort,
+  // e.g. backbone_recompute_segments of a detector's training graph. Empty: that step is skipped.
+  std::vector<std::pair<int, int>> recompute_segments;
 };
 
 struct MemoryPlan {
@@ -81,7 +84,8 @@ struct MemoryPlan {
 MemoryPlan plan_memory(const Graph& g, const PlanOptions& opt);
 
 // Plans within `budget` bytes (parameters, gradients, optimizer state and arena together), degrading in
-// DESIGN.md's order: a smaller workspace cap, then recomputation of cheap activations in backward.
+// DESIGN.md's order: a smaller workspace cap, then recomputation of cheap activations in backward, then (when
+// opt.recompute_segments names some) recomputation of those whole segments, with the workspace cap reset.
 // If nothing fits, throws ctdet::Error before anything runs, with the report of the smallest plan found.
 // The graph may be rewritten (recomputation nodes appended to the backward part).
 MemoryPlan plan_with_budget(Graph& g, PlanOptions opt, size_t budget, std::string* log = nullptr);

@@ -514,6 +514,20 @@ TEST(Planner, SegmentRecomputationGivesTheSameGradientsInASmallerArena) {
               pb.arena_bytes, pa.lower_bound, pb.lower_bound);
   EXPECT_LT(pb.lower_bound, pa.lower_bound);
 
+  // The budget's last resort: the segments, when workspace caps and cheap recomputation do not fit.
+  {
+    Chain d, e;
+    PlanOptions o;
+    EXPECT_THROW(plan_with_budget(e.g, o, pb.total_bytes()), Error);
+    o.recompute_segments = d.segments;
+    std::string log;
+    const MemoryPlan pd = plan_with_budget(d.g, o, pb.total_bytes(), &log);
+    std::printf("%s", log.c_str());
+    EXPECT_LE(pd.total_bytes(), pb.total_bytes());
+    EXPECT_NE(log.find("recompute 4 segments"), std::string::npos);
+    EXPECT_EQ(d.g.num_nodes(), b.g.num_nodes());
+  }
+
   Chain c;
   EXPECT_THROW(apply_segment_recompute(c.g, {{0, 4}, {3, 6}}), Error);            // overlapping
   EXPECT_THROW(apply_segment_recompute(c.g, {{0, c.g.num_nodes()}}), Error);     // beyond the forward nodes

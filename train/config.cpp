@@ -323,7 +323,8 @@ std::vector<Key> build_keys() {
                     "first-stage forward per step; ResNet-101 600x600 plans 942 -> 673 MiB (`ctdet plan --train "
                     "--recompute-backbone`)"));
   k.push_back(field("train.memory_budget", t, &T::memory_budget,
-                    "device memory the plan may use, e.g. \"8GiB\"; \"\" = what the device has free"));
+                    "device memory the plan may use, e.g. \"8GiB\"; \"\" = what the device has free, less max(256 MiB, 5%). Over "
+                    "it the plan degrades: workspace caps, recomputation, then the backbone recomputed in backward"));
   k.push_back(field("train.checkpoint_every", t, &T::checkpoint_every, "steps between checkpoints; 0 = only at the end"));
   k.push_back(field("train.keep_checkpoints", t, &T::keep_checkpoints, "newest checkpoints kept"));
   k.push_back(field("train.eval_every", t, &T::eval_every,

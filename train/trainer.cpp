@@ -21,6 +21,7 @@
 #include "kernels/optim.h"
 #include "nn/device.h"
 #include "nn/error.h"
+#include "nn/memory.h"
 #include "nn/planner.h"
 #include "train/checkpoint.h"
 #include "train/evaluation.h"
@@ -505,7 +506,18 @@ TrainResult run_training(const RunConfig& cfg_in, const TrainOptions& opt) {
     return res;
   }
 
-  const size_t budget = tc.memory_budget.empty() ? 0 : parse_bytes(tc.memory_budget);
+  size_t budget = tc.memory_budget.empty() ? 0 : parse_bytes(tc.memory_budget);
+  size_t free_b = 0, total_b = 0;
+  if (budget == 0 && device == Device::CUDA && device_memory_info(&free_b, &total_b)) {
+    // "" = what the device has free, counting the store just allocated, less a reserve for what cuDNN, cuBLAS and
+    // lazily loaded kernels take outside the plan. Over it the planner degrades (workspace caps, recomputation)
+    // instead of failing to allocate; within it nothing changes.
+    const size_t reserve = std::max(size_t(256) << 20, total_b / 20);
+    const size_t have = free_b + ps.allocated_bytes();
+    budget = have > reserve ? have - reserve : 1;
+    con.note(str("memory budget: ", format_bytes(budget), " (free on the device less a ", format_bytes(reserve),
+                 " reserve; train.memory_budget sets it)"));
+  }
   DetectorSession session(cfg.model, ps, device, cuda_ptr, budget);
   session.recompute_backbone = tc.recompute_backbone;
   Optimizer optim(ps, cuda_ptr, tc.momentum, tc.grad_clip_norm, tc.clip_mode == "per_tensor");
@@ -668,7 +680,13 @@ TrainResult run_training(const RunConfig& cfg_in, const TrainOptions& opt) {
       L.box /= A;
       L.total /= A;
     }
-    if (res.planned_peak_bytes == 0) res.planned_peak_bytes = session.planned_peak_bytes();
+    if (res.planned_peak_bytes == 0) {
+      res.planned_peak_bytes = session.planned_peak_bytes();
+      // When the budget made the planner degrade, say what it chose (the last plan it tried).
+      const std::string& pl = session.last_plan_log();
+      if (std::count(pl.begin(), pl.end(), '\n') > 1)
+        con.note("memory plan within the budget: " + pl.substr(pl.rfind('\n', pl.size() - 2) + 1, std::string::npos));
+    }
     const double lr = tc.lr_at(step - 1);
     std::string bad = L.non_finite();
     double gnorm = kNaN;
