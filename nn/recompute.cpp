@@ -13,6 +13,23 @@
 #include "nn/planner.h"
 
 namespace ctdet {
+namespace {
+
+// The new schedule: `nodes` (the old one, inputs possibly rewired) with insert_before[j] run just before node j.
+void splice_schedule(Graph& g, std::vector<Node> nodes, std::map<int, std::vector<Node>>& insert_before) {
+  size_t extra = 0;
+  for (const auto& [j, v] : insert_before) extra += v.size();
+  std::vector<Node> out;
+  out.reserve(nodes.size() + extra);
+  for (int j = 0; j < int(nodes.size()); ++j) {
+    auto it = insert_before.find(j);
+    if (it != insert_before.end()) out.insert(out.end(), it->second.begin(), it->second.end());
+    out.push_back(std::move(nodes[size_t(j)]));
+  }
+  g.set_nodes(std::move(out));
+}
+
+}  // namespace
 
 int apply_recompute(Graph& g) {
   const int nfwd = g.num_forward_nodes();
@@ -62,15 +79,7 @@ int apply_recompute(Graph& g) {
     slot.insert(slot.end(), chain.begin(), chain.end());
     ++count;
   }
-  if (!count) return 0;
-  std::vector<Node> out;
-  out.reserve(nodes.size() + size_t(count));
-  for (int j = 0; j < n; ++j) {
-    auto it = insert_before.find(j);
-    if (it != insert_before.end()) out.insert(out.end(), it->second.begin(), it->second.end());
-    out.push_back(std::move(nodes[size_t(j)]));
-  }
-  g.set_nodes(std::move(out));
+  if (count) splice_schedule(g, std::move(nodes), insert_before);
   return count;
 }
 
@@ -158,15 +167,7 @@ int apply_segment_recompute(Graph& g, const std::vector<std::pair<int, int>>& se
       }
     count += int(cloned_nodes.size());
   }
-  if (!count) return 0;
-  std::vector<Node> out;
-  out.reserve(nodes.size() + size_t(count));
-  for (int j = 0; j < n; ++j) {
-    auto it = insert_before.find(j);
-    if (it != insert_before.end()) out.insert(out.end(), it->second.begin(), it->second.end());
-    out.push_back(std::move(nodes[size_t(j)]));
-  }
-  g.set_nodes(std::move(out));
+  if (count) splice_schedule(g, std::move(nodes), insert_before);
   return count;
 }
 
