@@ -16,18 +16,21 @@ static int cmd_plan(const std::vector<std::string>& argv) {
     if (a == "--help" || a == "-h") {
       std::printf(
           "usage: ctdet plan --list-models | --model NAME [--size HxW] [--batch N] [--train [--store-grads]\n"
-          "                  [--recompute-backbone]] [--memory-budget 8GiB] [--workspace-cap 256MiB] [--device cpu|cuda] [--top 10]\n"
+          "                  [--recompute-backbone]] [--memory-budget 8GiB] [--workspace-cap 256MiB] [--no-workspace-trim]\n"
+          "                  [--device cpu|cuda] [--top 10]\n"
           "Prints the memory plan: parameters, gradients, optimizer state, planned activations and workspace,\n"
           "the no-reuse sum and lower bound, and the largest values live at the peak.\n"
           "--train plans the step `ctdet train` runs with one micro-batch: the parameter gradients in the arena,\n"
           "each live from its first write in backward to the update. --store-grads plans them as one block\n"
           "for the whole step instead (train.grad_accumulation > 1, where they add up across micro-batches).\n"
           "--recompute-backbone plans train.recompute_backbone: the backbone's first stage recomputed in backward\n"
-          "segment by segment (gradient checkpointing; detectors only), keeping only the segments' outputs.\n");
+          "segment by segment (gradient checkpointing; detectors only), keeping only the segments' outputs.\n"
+          "--no-workspace-trim keeps every node's full workspace in CUDA plans (by default the busiest nodes'\n"
+          "workspaces are cut to an eighth while that lowers the arena).\n");
       return 0;
     }
   Args a("plan", argv, {"model", "size", "batch", "memory-budget", "workspace-cap", "device", "top"},
-         {"train", "list-models", "store-grads", "recompute-backbone"});
+         {"train", "list-models", "store-grads", "recompute-backbone", "no-workspace-trim"});
   if (a.flag("list-models")) {
     for (auto& m : known_models()) std::printf("%s\n", m.c_str());
     return 0;
@@ -51,6 +54,7 @@ static int cmd_plan(const std::vector<std::string>& argv) {
   CTDET_CHECK(dev == "cpu" || dev == "cuda", "plan: --device must be cpu or cuda");
   opt.device = dev == "cpu" ? Device::CPU : Device::CUDA;
   if (a.has("workspace-cap")) opt.workspace_cap = parse_bytes(a.get("workspace-cap"));
+  opt.trim_peak_workspace = !a.flag("no-workspace-trim");
   ModelGraph m = build_model_graph(s);
   CTDET_CHECK(s.train || !a.flag("store-grads"), "plan: --store-grads needs --train");
   if (s.train && !a.flag("store-grads")) param_gradients_to_arena(m.graph);

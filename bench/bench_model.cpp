@@ -21,7 +21,9 @@
 // backward to the update); --store-grads keeps them in a store block instead. Until session 5 the update did not
 // clip and ResNet-101's random-weight runs turned NaN after the first (warm-up) run (stderr said "non-finite").
 //   bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter SUBSTR] [--profile]
-//               [--conv-algos heuristic|timed] [--store-grads] [--recompute-backbone] [--cpu-train]
+//               [--conv-algos heuristic|timed] [--store-grads] [--recompute-backbone] [--no-workspace-trim]
+//               [--cpu-train]
+// --no-workspace-trim: CUDA plans keep every node's full workspace estimate (PlanOptions::trim_peak_workspace off).
 // --recompute-backbone: training graphs recompute the backbone's first stage in backward (train.recompute_backbone).
 // --cpu-train: on the CPU also the training cases (600x600 batch 1; a ResNet-101 step takes about a minute here).
 // --conv-algos timed: cuDNN convolution algorithms by measured time (CudaContext::conv_algo_timed) instead of the
@@ -54,7 +56,7 @@ namespace {
 
 struct Opt {
   bool cuda = false, quick = false, profile = false, timed_algos = false, store_grads = false, cpu_train = false,
-       recompute = false;
+       recompute = false, no_trim = false;
   int reps = 0, warmup = 2;
   std::string filter;
 };
@@ -107,6 +109,7 @@ int main(int argc, char** argv) {
     else if (a == "--profile") o.profile = true;
     else if (a == "--store-grads") o.store_grads = true;
     else if (a == "--recompute-backbone") o.recompute = true;
+    else if (a == "--no-workspace-trim") o.no_trim = true;
     else if (a == "--cpu-train") o.cpu_train = true;
     else if (a == "--conv-algos") {
       const std::string v = next();
@@ -117,7 +120,7 @@ int main(int argc, char** argv) {
       o.timed_algos = v == "timed";
     } else {
       std::fprintf(stderr, "usage: bench_model [--device cpu|cuda] [--reps N] [--warmup N] [--quick] [--filter S] [--profile] "
-                   "[--conv-algos heuristic|timed] [--store-grads] [--recompute-backbone] [--cpu-train]\n");
+                   "[--conv-algos heuristic|timed] [--store-grads] [--recompute-backbone] [--no-workspace-trim] [--cpu-train]\n");
       return 2;
     }
   }
@@ -175,6 +178,7 @@ int main(int argc, char** argv) {
       init_faster_rcnn_params(ps, cfg, 1);
       DetectorSession s(cfg, ps, dev, cx);
       s.recompute_backbone = o.recompute;  // train.recompute_backbone (training cases only)
+      s.trim_peak_workspace = !o.no_trim;
       // The trainer's update with the study's global-norm clip at 10: from these random weights ResNet-101's first
       // gradient is huge, and an unclipped step (even at lr 1e-6) made the weights NaN for every later run.
       std::unique_ptr<Optimizer> opt;

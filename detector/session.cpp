@@ -81,6 +81,7 @@ DetectorSession::Entry& DetectorSession::entry(bool train, int n, int h, int w) 
   PlanOptions opt;
   opt.device = device_;
   opt.cuda = cuda_;
+  opt.trim_peak_workspace = trim_peak_workspace;
 #if !CTDET_INFERENCE_ONLY
   // Over a memory budget, the planner's last resort is checkpointing the backbone (as train.recompute_backbone).
   if (train && !recompute_backbone) opt.recompute_segments = backbone_recompute_segments(e->d.graph, e->d.first_stage_nodes);

@@ -82,6 +82,8 @@ class DetectorSession {
   // Set it before the first train_step: graphs are cached per shape. Without it, a training graph over the memory
   // budget gets the same rewrite as plan_with_budget's last resort.
   bool recompute_backbone = false;
+  // CUDA plans: trim the workspace of the busiest nodes (PlanOptions::trim_peak_workspace). Set before the first step.
+  bool trim_peak_workspace = true;
   // The executor of the last graph used (profiling: set its `profile` flag, run, read profile_table()).
   Executor* last_executor() const { return last_ ? last_->ex.get() : nullptr; }
   const FasterRcnnConfig& config() const { return cfg_; }

@@ -214,7 +214,30 @@ static bool planned_kind(ValueKind k) {
          k == ValueKind::ArenaParamGradient;
 }
 
+namespace {
+MemoryPlan plan_once(const Graph& g, const PlanOptions& opt, const std::map<int, size_t>& node_cap);
+}  // namespace
+
 MemoryPlan plan_memory(const Graph& g, const PlanOptions& opt) {
+  std::map<int, size_t> node_cap;
+  MemoryPlan best = plan_once(g, opt, node_cap);
+  if (!opt.trim_peak_workspace || opt.device != Device::CUDA) return best;
+  // Trim the busiest node's workspace, re-plan, and go on with the next busiest (neighbouring nodes, e.g. a
+  // convolution's data and filter gradients, are often almost as busy, so one trim alone rarely lowers the arena);
+  // keep the smallest arena seen, the earliest one on ties.
+  MemoryPlan cur = best;
+  for (int round = 0; round < 16; ++round) {
+    const int at = cur.lower_bound_node;
+    if (at < 0 || cur.node_ws_bytes[size_t(at)] <= (size_t(1) << 20) || node_cap.count(at)) break;
+    node_cap[at] = align_up(cur.node_ws_bytes[size_t(at)] / 8, opt.alignment);
+    cur = plan_once(g, opt, node_cap);
+    if (cur.arena_bytes < best.arena_bytes) best = cur;
+  }
+  return best;
+}
+
+namespace {
+MemoryPlan plan_once(const Graph& g, const PlanOptions& opt, const std::map<int, size_t>& node_cap) {
   const int n_nodes = g.num_nodes();
   const int n_vals = g.num_values();
   const int last_node = std::max(0, n_nodes - 1);
@@ -291,7 +314,10 @@ MemoryPlan plan_memory(const Graph& g, const PlanOptions& opt) {
   for (int i = 0; i < n_nodes; ++i) {
     const OpDef& def = ops().get(g.node(i).op);
     if (!def.workspace) continue;
-    size_t ws = def.workspace(g, g.node(i), opt.device, opt.workspace_cap);
+    auto cap_it = node_cap.find(i);
+    const size_t cap = cap_it == node_cap.end() ? opt.workspace_cap : std::min(opt.workspace_cap, cap_it->second);
+    size_t ws = def.workspace(g, g.node(i), opt.device, cap);
+    if (cap < opt.workspace_cap && ws) ++p.trimmed_workspaces;
     if (!ws) continue;
     p.node_ws_bytes[size_t(i)] = ws;
     p.max_workspace = std::max(p.max_workspace, ws);
@@ -329,6 +355,7 @@ MemoryPlan plan_memory(const Graph& g, const PlanOptions& opt) {
     if (ws_buffer[size_t(i)] >= 0) p.node_ws_offset[size_t(i)] = int64_t(p.buffer_offset[size_t(ws_buffer[size_t(i)])]);
   return p;
 }
+}  // namespace
 
 std::string MemoryPlan::report(const Graph& g, int top) const {
   std::string s;
@@ -347,7 +374,8 @@ std::string MemoryPlan::report(const Graph& g, int top) const {
        double(arena_bytes) / double(lower_bound)).substr(0, 22) + ")" : std::string()));
   line("  no-reuse sum", str(format_bytes(no_reuse_bytes), no_reuse_bytes ? str("  (saved ",
        int(100.0 - 100.0 * double(arena_bytes) / double(no_reuse_bytes)), "%)") : std::string()));
-  line("  largest workspace", str(format_bytes(max_workspace), " (cap ", format_bytes(workspace_cap), ")"));
+  line("  largest workspace", str(format_bytes(max_workspace), " (cap ", format_bytes(workspace_cap), ")",
+                                   trimmed_workspaces ? str(", ", trimmed_workspaces, " trimmed at the peak") : ""));
   line("  in-place reuses", std::to_string(inplace_reuses));
   line("total", format_bytes(total_bytes()));
   if (lower_bound_node >= 0 && lower_bound_node < g.num_nodes()) {

@@ -48,6 +48,10 @@ struct PlanOptions {
   size_t alignment = 256;
   bool inplace = true;
   bool verify = true;                 // run the overlap check (cheap; on by default)
+  // CUDA plans: while the busiest node's own workspace is over 1 MiB, cap that node's workspace at an eighth and
+  // re-plan, keeping the change when the arena shrinks (at most 16 rounds). Its convolution then runs the best cuDNN
+  // algorithm that fits the smaller workspace. CPU workspaces (im2col) cannot shrink, so CPU plans never change.
+  bool trim_peak_workspace = true;
   // plan_with_budget only: forward-node segments it may checkpoint (apply_segment_recompute) as its last resort,
   // e.g. backbone_recompute_segments of a detector's training graph. Empty: that step is skipped.
   std::vector<std::pair<int, int>> recompute_segments;
@@ -71,6 +75,7 @@ struct MemoryPlan {
   std::string heuristic;      // which placement won
   size_t sweep_peak = 0, greedy_peak = 0;
   int inplace_reuses = 0;
+  int trimmed_workspaces = 0;  // nodes whose workspace trim_peak_workspace capped
   size_t workspace_cap = 0;
   size_t max_workspace = 0;
   size_t param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0;

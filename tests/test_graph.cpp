@@ -3,6 +3,7 @@
 #include <cmath>
 #include <random>
 
+#include "detector/model_zoo.h"
 #include "nn/autograd.h"
 #include "nn/core_ops.h"
 #include "nn/executor.h"
@@ -532,6 +533,36 @@ TEST(Planner, SegmentRecomputationGivesTheSameGradientsInASmallerArena) {
   EXPECT_THROW(apply_segment_recompute(c.g, {{0, 4}, {3, 6}}), Error);            // overlapping
   EXPECT_THROW(apply_segment_recompute(c.g, {{0, c.g.num_nodes()}}), Error);     // beyond the forward nodes
   EXPECT_EQ(apply_segment_recompute(c.g, {}), 0);
+}
+
+// CUDA plans (computed without a GPU: workspace estimates) trim the busiest nodes' workspaces; CPU plans cannot.
+TEST(Planner, PeakWorkspaceTrimShrinksTheInceptionTrainingPlanOnlyWhereItPays) {
+  ModelSpec spec;
+  spec.name = "faster_rcnn_inception_v2";
+  spec.train = true;
+  ModelGraph m = build_model_graph(spec);
+  param_gradients_to_arena(m.graph);
+  ASSERT_GT(apply_segment_recompute(m.graph, m.recompute_segments), 0);
+  PlanOptions o;
+  o.device = Device::CUDA;
+  o.trim_peak_workspace = false;
+  const MemoryPlan full = plan_memory(m.graph, o);
+  o.trim_peak_workspace = true;
+  const MemoryPlan trimmed = plan_memory(m.graph, o);  // verify = true: no two live buffers overlap
+  std::printf("[info] Inception-v2 600x600 training, backbone recomputed, CUDA plan: arena %.1f -> %.1f MiB, %d "
+              "workspaces trimmed\n", full.arena_bytes / 1048576.0, trimmed.arena_bytes / 1048576.0,
+              trimmed.trimmed_workspaces);
+  EXPECT_LT(trimmed.arena_bytes, full.arena_bytes);
+  EXPECT_GT(trimmed.trimmed_workspaces, 0);
+  EXPECT_EQ(full.trimmed_workspaces, 0);
+  int smaller = 0;
+  for (int i = 0; i < m.graph.num_nodes(); ++i) {
+    EXPECT_LE(trimmed.node_ws_bytes[size_t(i)], full.node_ws_bytes[size_t(i)]) << m.graph.node(i).name;
+    smaller += trimmed.node_ws_bytes[size_t(i)] < full.node_ws_bytes[size_t(i)];
+  }
+  EXPECT_EQ(smaller, trimmed.trimmed_workspaces);
+  o.device = Device::CPU;  // the CPU's im2col workspaces are what its kernels need: never trimmed
+  EXPECT_EQ(plan_memory(m.graph, o).trimmed_workspaces, 0);
 }
 
 TEST(PlanCache, CachesPerKey) {
