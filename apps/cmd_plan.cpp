@@ -26,7 +26,7 @@ static int cmd_plan(const std::vector<std::string>& argv) {
           "--recompute-backbone plans train.recompute_backbone: the backbone's first stage recomputed in backward\n"
           "segment by segment (gradient checkpointing; detectors only), keeping only the segments' outputs.\n"
           "--no-workspace-trim keeps every node's full workspace in CUDA plans (by default the busiest nodes'\n"
-          "workspaces are cut to an eighth while that lowers the arena).\n");
+          "workspaces are cut to an eighth, one after another, and the smallest arena found is kept).\n");
       return 0;
     }
   Args a("plan", argv, {"model", "size", "batch", "memory-budget", "workspace-cap", "device", "top"},

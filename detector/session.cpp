@@ -84,7 +84,8 @@ DetectorSession::Entry& DetectorSession::entry(bool train, int n, int h, int w) 
   opt.trim_peak_workspace = trim_peak_workspace;
 #if !CTDET_INFERENCE_ONLY
   // Over a memory budget, the planner's last resort is checkpointing the backbone (as train.recompute_backbone).
-  if (train && !recompute_backbone) opt.recompute_segments = backbone_recompute_segments(e->d.graph, e->d.first_stage_nodes);
+  if (train && !recompute_backbone && budget_ > 0)
+    opt.recompute_segments = backbone_recompute_segments(e->d.graph, e->d.first_stage_nodes);
 #endif
   if (budget_ > 0) {
     e->plan = plan_with_budget(e->d.graph, opt, budget_, &e->plan_log);

@@ -48,9 +48,10 @@ struct PlanOptions {
   size_t alignment = 256;
   bool inplace = true;
   bool verify = true;                 // run the overlap check (cheap; on by default)
-  // CUDA plans: while the busiest node's own workspace is over 1 MiB, cap that node's workspace at an eighth and
-  // re-plan, keeping the change when the arena shrinks (at most 16 rounds). Its convolution then runs the best cuDNN
-  // algorithm that fits the smaller workspace. CPU workspaces (im2col) cannot shrink, so CPU plans never change.
+  // CUDA plans: while the busiest node's own workspace is over 1 MiB, cap that node's workspace at an eighth,
+  // re-plan and go on with the next busiest (at most 16 rounds); the plan with the smallest arena seen is returned.
+  // A trimmed convolution runs the best cuDNN algorithm that fits. CPU workspaces (im2col) cannot shrink, so CPU
+  // plans never change.
   bool trim_peak_workspace = true;
   // plan_with_budget only: forward-node segments it may checkpoint (apply_segment_recompute) as its last resort,
   // e.g. backbone_recompute_segments of a detector's training graph. Empty: that step is skipped.

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <utility>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -105,6 +106,17 @@ std::string run_dir(const std::string& name) { return (tmp_root() / "runs" / nam
 
 bool same_losses(const StepLosses& a, const StepLosses& b) {
   return a.rpn_cls == b.rpn_cls && a.rpn_loc == b.rpn_loc && a.cls == b.cls && a.box == b.box && a.total == b.total;
+}
+
+// How many weights and momenta differ (bitwise) between two stores of the same parameters.
+std::pair<int64_t, int64_t> count_differences(ParamStore& a, ParamStore& b) {
+  const int64_t n = a.all_params().numel();
+  std::pair<int64_t, int64_t> d{0, 0};
+  for (int64_t i = 0; i < n; ++i) {
+    d.first += a.all_params().ptr<float>()[i] != b.all_params().ptr<float>()[i];
+    d.second += a.all_momentum().ptr<float>()[i] != b.all_momentum().ptr<float>()[i];
+  }
+  return d;
 }
 
 // An uninterrupted reference run of kSteps steps, shared by the resume tests.
@@ -398,11 +410,7 @@ TEST(Trainer, GradientsInTheArenaGiveTheStoresBitsWithoutItsGradientBlock) {
   ps2.allocate();
   load_checkpoint(o.run_dir + "/checkpoints/ckpt-2.safetensors", ps2);
   const int64_t n = ps.all_params().numel();
-  int64_t wdiff = 0, mdiff = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    wdiff += ps.all_params().ptr<float>()[i] != ps2.all_params().ptr<float>()[i];
-    mdiff += ps.all_momentum().ptr<float>()[i] != ps2.all_momentum().ptr<float>()[i];
-  }
+  const auto [wdiff, mdiff] = count_differences(ps, ps2);
   std::printf("[err] arena-gradient run vs store-gradient steps: %lld of %lld weights differ, %lld momenta\n",
               (long long)wdiff, (long long)n, (long long)mdiff);
   EXPECT_EQ(wdiff, 0);
@@ -435,11 +443,7 @@ TEST(Trainer, RecomputedBackboneTrainsBitForBitInASmallerPlan) {
   load_checkpoint(o0.run_dir + "/checkpoints/ckpt-2.safetensors", a);
   load_checkpoint(o1.run_dir + "/checkpoints/ckpt-2.safetensors", b);
   const int64_t n = a.all_params().numel();
-  int64_t wdiff = 0, mdiff = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    wdiff += a.all_params().ptr<float>()[i] != b.all_params().ptr<float>()[i];
-    mdiff += a.all_momentum().ptr<float>()[i] != b.all_momentum().ptr<float>()[i];
-  }
+  const auto [wdiff, mdiff] = count_differences(a, b);
   std::printf("[err] recomputed backbone vs stored: %lld of %lld weights differ, %lld momenta; planned arena %zu -> "
               "%zu bytes\n", (long long)wdiff, (long long)n, (long long)mdiff, r0.planned_peak_bytes,
               r1.planned_peak_bytes);
